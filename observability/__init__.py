@@ -1,0 +1,2 @@
+"""Observability for background tasks: the instrumented runner, its backends, metrics,
+tracing and logging. This package never imports ``service``."""

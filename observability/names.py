@@ -1,0 +1,56 @@
+"""The names that dashboards, alert rules, tests and users rely on, defined once."""
+
+from typing import Final
+
+# Metrics
+HTTP_REQUEST_DURATION: Final = "http_server_request_duration_seconds"
+HTTP_ACTIVE_REQUESTS: Final = "http_server_active_requests"
+TASK_ENQUEUED: Final = "background_task_enqueued_total"
+TASK_STARTED: Final = "background_task_started_total"
+TASK_FINISHED: Final = "background_task_finished_total"
+TASK_FAILURES: Final = "background_task_failures_total"
+TASK_DROPPED: Final = "background_task_dropped_total"
+TASK_QUEUE_WAIT: Final = "background_task_queue_wait_seconds"
+TASK_DURATION: Final = "background_task_duration_seconds"
+TASK_IN_PROGRESS: Final = "background_task_in_progress"
+TASK_QUEUE_DEPTH: Final = "background_task_queue_depth"
+TASK_OLDEST_PENDING: Final = "background_task_oldest_pending_timestamp_seconds"
+TASK_CAPACITY: Final = "background_task_capacity"
+TASK_LAST_STARTED: Final = "background_task_last_started_timestamp_seconds"
+TASK_LAST_FINISHED: Final = "background_task_last_finished_timestamp_seconds"
+
+# Label values
+OUTCOME_SUCCESS: Final = "success"
+OUTCOME_FAILURE: Final = "failure"
+OUTCOME_TIMEOUT: Final = "timeout"
+OUTCOME_RETRY: Final = "retry"
+OUTCOMES: Final = (OUTCOME_SUCCESS, OUTCOME_FAILURE, OUTCOME_TIMEOUT)
+REASON_BACKLOG_FULL: Final = "backlog_full"
+REASON_SHUTDOWN: Final = "shutdown"
+REASON_ENQUEUE_ERROR: Final = "enqueue_error"
+DROP_REASONS: Final = (REASON_BACKLOG_FULL, REASON_SHUTDOWN, REASON_ENQUEUE_ERROR)
+
+# Spans
+TASK_SPAN_PREFIX: Final = "background_task"
+ATTR_TASK_NAME: Final = "background_task.name"
+ATTR_TASK_ID: Final = "background_task.id"
+ATTR_TASK_BACKEND: Final = "background_task.backend"
+ATTR_TASK_OUTCOME: Final = "background_task.outcome"
+ATTR_TASK_QUEUE_WAIT: Final = "background_task.queue_wait_seconds"
+
+# Log events
+EVENT_ENQUEUED: Final = "task.enqueued"
+EVENT_STARTED: Final = "task.started"
+EVENT_SUCCEEDED: Final = "task.succeeded"
+EVENT_FAILED: Final = "task.failed"
+EVENT_TIMED_OUT: Final = "task.timed_out"
+EVENT_DROPPED: Final = "task.dropped"
+EVENT_OVERRAN: Final = "task.overran"
+EVENT_FAILURE_SINK_ERROR: Final = "task.failure_sink_error"
+
+OUTCOME_EVENTS: Final = {
+    OUTCOME_SUCCESS: EVENT_SUCCEEDED,
+    OUTCOME_FAILURE: EVENT_FAILED,
+    OUTCOME_TIMEOUT: EVENT_TIMED_OUT,
+    OUTCOME_RETRY: EVENT_FAILED,
+}

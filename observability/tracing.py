@@ -1,0 +1,41 @@
+"""The tracer provider, configured from the standard ``OTEL_*`` environment variables."""
+
+import os
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import NoOpTracerProvider
+from opentelemetry.trace import TracerProvider as ApiTracerProvider
+
+from observability.logs import get_logger
+
+SUPPORTED_PROTOCOLS = ("http/protobuf",)
+
+
+def create_tracer_provider(default_service_name: str) -> ApiTracerProvider:
+    """A provider that samples per ``OTEL_TRACES_SAMPLER`` and exports over OTLP/HTTP when an
+    endpoint is set. With no endpoint spans are still created (logs and exemplars carry their
+    trace ids) but not exported; with ``OTEL_SDK_DISABLED=true`` nothing is created."""
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return NoOpTracerProvider()
+    attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: default_service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+        )
+        if protocol not in SUPPORTED_PROTOCOLS:
+            get_logger(__name__).warning(
+                "tracing.protocol_unsupported", protocol=protocol, using="http/protobuf"
+            )
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def shutdown_tracer_provider(provider: ApiTracerProvider) -> None:
+    """Flush and stop a provider this package created."""
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()

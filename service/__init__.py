@@ -1,0 +1,1 @@
+"""The notification service: a FastAPI app whose background tasks are observable."""

@@ -1,0 +1,166 @@
+"""The app factory: ``uvicorn --factory service.main:create_app``."""
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import Span, TracerProvider
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from observability import names
+from observability.dispatch import Backend, TaskReleaseMiddleware
+from observability.exposition import metrics_response
+from observability.inprocess import InProcessBackend
+from observability.journal import TaskJournal
+from observability.logs import configure_logging, get_logger
+from observability.metrics import HttpMetrics, TaskMetrics
+from observability.middleware import HttpMetricsMiddleware
+from observability.redaction import mask
+from observability.runner import TaskRunner
+from observability.tracing import create_tracer_provider, shutdown_tracer_provider
+from service.notifications import NotificationService
+from service.routes import build_router
+from service.settings import Settings
+
+PROBE_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+_MASKED_SPAN_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "url.full")
+
+_ = (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR)  # the default registry's, not ours
+
+
+def mask_server_span(span: Span, scope: dict[str, Any]) -> None:
+    """Server request hook: mask e-mail addresses and phone numbers in URL attributes."""
+    attributes = getattr(span, "attributes", None) or {}
+    for key in _MASKED_SPAN_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str):
+            span.set_attribute(key, mask(value))
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with the process, platform and GC collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def build_backend(settings: Settings, runner: TaskRunner) -> Backend:
+    if settings.task_backend == "celery":
+        from service.celery_backend import CeleryBackend  # Celery is imported only when used
+
+        return CeleryBackend(runner, settings)
+    return InProcessBackend(runner, concurrency=settings.task_concurrency,
+                            backlog=settings.task_backlog)
+
+
+def drain_on_sigterm(backend: Backend, grace: float) -> Callable[[], None]:
+    """On SIGTERM keep serving (``/readyz`` answers 503, new tasks are refused) while the backlog
+    drains for up to ``grace`` seconds, then pass the signal on to the server. Returns a function
+    that restores the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+    log = get_logger("service.shutdown")
+
+    async def drain_then_exit(signum: int, frame: FrameType | None) -> None:
+        log.info("shutdown.draining", grace_seconds=grace)
+        await backend.drain(grace)
+        log.info("shutdown.drained")
+        signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        backend.stop_accepting()
+        loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit(signum, frame)))
+
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """Build the service: settings, logging, metrics, tracing, backend, routes."""
+    settings = settings or Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    registry = registry if registry is not None else new_registry()
+    owns_provider = tracer_provider is None
+    provider = tracer_provider or create_tracer_provider(settings.service_name)
+
+    notifications = NotificationService(settings.data_dir)
+    task_metrics = TaskMetrics(registry)
+    journal = TaskJournal(settings.task_history_size)
+    runner = TaskRunner(
+        backend=settings.task_backend,
+        metrics=task_metrics,
+        tracer_provider=provider,
+        timeout=settings.task_timeout_seconds,
+        journal=journal,
+        failure_sink=notifications.report_failure,
+    )
+    task_metrics.declare(NotificationService.TASK_NAMES, settings.task_backend, names.OUTCOMES)
+    backend = build_backend(settings, runner)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        notifications.ensure_data_dir()
+        await backend.start()
+        restore_signal = drain_on_sigterm(backend, settings.shutdown_grace_seconds)
+        get_logger("service").info("service.started", backend=backend.name,
+                                   concurrency=settings.task_concurrency,
+                                   backlog=settings.task_backlog)
+        try:
+            yield
+        finally:
+            restore_signal()
+            await backend.drain(settings.shutdown_grace_seconds)
+            get_logger("service").info("service.stopped")
+            if owns_provider:
+                shutdown_tracer_provider(provider)
+
+    app = FastAPI(title="Observable notification service", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.notifications = notifications
+    app.state.task_backend = backend
+    app.state.task_journal = journal
+    app.include_router(build_router(settings))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        return metrics_response(request, registry)
+
+    app.add_middleware(TaskReleaseMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(registry),
+                       excluded_paths=PROBE_PATHS)
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls="/metrics,/healthz,/readyz",
+        exclude_spans=["receive", "send"],
+        server_request_hook=mask_server_span,
+    )
+    return app
