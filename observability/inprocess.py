@@ -53,15 +53,17 @@ class InProcessBackend:
         """Stop accepting, wait up to ``grace`` seconds for the backlog and the runs under way,
         then cancel what is left and count every task that never ran as dropped."""
         self.stop_accepting()
+        if self._closed:
+            return
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
             self.log.warning("backend.drain_timeout", grace_seconds=grace,
                              pending=len(self._pending), running=self._running)
+        self._closed = True
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        self._closed = True
         for call in list(self._pending.values()):
             self._forget(call.envelope.id)
             self.runner.dropped(call.envelope, names.REASON_SHUTDOWN)
@@ -93,7 +95,7 @@ class InProcessBackend:
         assert self._executor is not None
         while True:
             call = await self._queue.get()
-            if call.envelope.id not in self._pending:
+            if self._closed or call.envelope.id not in self._pending:
                 continue
             self._running += 1
             self._forget(call.envelope.id)

@@ -1,0 +1,183 @@
+"""Shared fixtures: a real uvicorn process on a free port, a real OTLP/HTTP receiver."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def sample_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus exposition ``text`` (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+class ServiceProcess:
+    """``uvicorn --factory service.main:create_app`` in a subprocess, stdout to a file."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = Path(env.get("NOTIFY_DATA_DIR", tmp_path / "data"))
+        self.stdout_path = tmp_path / f"service-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
+        full_env |= {"NOTIFY_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"} | env
+        self._stdout = self.stdout_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=full_env, stdout=self._stdout, stderr=subprocess.STDOUT,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+        wait_until(self._healthy, timeout=20)
+
+    def _healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"service exited early:\n{self.stdout_path.read_text()}")
+        try:
+            return self.client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def metrics(self, openmetrics: bool = False) -> str:
+        headers = {"Accept": "application/openmetrics-text; version=1.0.0"} if openmetrics else {}
+        return self.client.get("/metrics", headers=headers).text
+
+    def value(self, name: str, **labels: str) -> float:
+        return sample_value(self.metrics(), name, **labels)
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = self.stdout_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def raw_output(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.client.close()
+        self._stdout.close()
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Any]:
+    """Start service processes (``start_service(**env)``); all are stopped at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(**env: str) -> ServiceProcess:
+        service = ServiceProcess(tmp_path, env)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.close()
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP trace receiver: decodes ``ExportTraceServiceRequest`` protobufs."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[dict[str, Any], Span]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with receiver._lock:
+                    for resource_spans in request.resource_spans:
+                        resource = {a.key: a.value.string_value
+                                    for a in resource_spans.resource.attributes}
+                        for scope_spans in resource_spans.scope_spans:
+                            receiver.spans.extend((resource, s) for s in scope_spans.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def named(self, prefix: str) -> list[Span]:
+        with self._lock:
+            return [span for _, span in self.spans if span.name.startswith(prefix)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def span_attributes(span: Span) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for attribute in span.attributes:
+        value = attribute.value
+        values[attribute.key] = getattr(value, value.WhichOneof("value") or "string_value")
+    return values
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+def otlp_env(receiver: OtlpReceiver) -> dict[str, str]:
+    """Environment that makes the service export spans quickly to ``receiver``."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "notification-test"}

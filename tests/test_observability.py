@@ -1,0 +1,316 @@
+"""Metrics, spans and logs of task runs, against a real uvicorn process and a real OTLP/HTTP
+receiver. Slow and failing tasks come from the sinks themselves: ``log.txt`` made a FIFO (its
+open blocks until a reader comes) or a directory (its open fails)."""
+
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    OtlpReceiver,
+    ServiceProcess,
+    otlp_env,
+    sample_value,
+    span_attributes,
+    wait_until,
+)
+
+EMAIL = "alice.secret@example.com"
+PHONE = "+8613812345678"
+TASKS = ("write_log", "sms_task", "safe_write_log")
+
+
+def make_fifo(data_dir: Path) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fifo = data_dir / "log.txt"
+    os.mkfifo(fifo)
+    return fifo
+
+
+class FifoReader(threading.Thread):
+    """Holds the FIFO open for reading (so writers' opens stop blocking) and collects what is
+    written for ``seconds``."""
+
+    def __init__(self, fifo: Path, seconds: float = 20.0) -> None:
+        super().__init__(daemon=True)
+        self.fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.deadline = time.monotonic() + seconds
+        self.data = bytearray()
+        self.start()
+
+    def run(self) -> None:
+        try:
+            while time.monotonic() < self.deadline:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except BlockingIOError:
+                    chunk = b""
+                if chunk:
+                    self.data += chunk
+                else:
+                    time.sleep(0.01)
+        finally:
+            os.close(self.fd)
+
+    def lines(self) -> list[str]:
+        return self.data.decode().splitlines()
+
+
+def events(service: ServiceProcess, name: str) -> list[dict[str, Any]]:
+    return [line for line in service.logs() if line.get("event") == name]
+
+
+def test_known_task_series_exist_at_zero(start_service: Any) -> None:
+    """Right after start-up every known task has its series, at zero."""
+    text = start_service().metrics()
+    for task in TASKS:
+        for name in ("background_task_enqueued_total", "background_task_started_total"):
+            assert f'{name}{{backend="inprocess",task="{task}"}} 0.0' in text
+        for outcome in ("success", "failure", "timeout"):
+            assert re.search(rf'background_task_finished_total\{{[^}}]*outcome="{outcome}"'
+                             rf'[^}}]*task="{task}"\}} 0\.0', text)
+    assert 'background_task_capacity{backend="inprocess"} 8.0' in text
+    assert 'background_task_queue_depth{backend="inprocess",queue="default"} 0.0' in text
+
+
+def test_success_moves_counters_histograms_and_timestamps(start_service: Any) -> None:
+    """A successful run counts enqueued/started/finished, observes wait and duration."""
+    service = start_service()
+    for _ in range(3):
+        service.client.post("/send-notification/a@example.com")
+    labels = {"task": "write_log", "backend": "inprocess"}
+    wait_until(lambda: service.value("background_task_finished_total", outcome="success",
+                                     **labels) == 3)
+    text = service.metrics()
+    assert sample_value(text, "background_task_enqueued_total", **labels) == 3
+    assert sample_value(text, "background_task_started_total", **labels) == 3
+    assert sample_value(text, "background_task_queue_wait_seconds_count", **labels) == 3
+    assert sample_value(text, "background_task_duration_seconds_count", outcome="success",
+                        **labels) == 3
+    assert sample_value(text, "background_task_in_progress", **labels) == 0
+    started = sample_value(text, "background_task_last_started_timestamp_seconds", **labels)
+    finished = sample_value(text, "background_task_last_finished_timestamp_seconds",
+                            outcome="success", **labels)
+    assert 0 < started <= finished
+
+
+def test_failure_counts_exception_writes_error_log_and_span(
+    start_service: Any, otlp_receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """A failing run: failure counters by exception, error.log line, ERROR span with event."""
+    data_dir = tmp_path / "data"
+    (data_dir / "log.txt").mkdir(parents=True)  # opening it for writing fails
+    service = start_service(**otlp_env(otlp_receiver))
+    body = service.client.post("/send-notification/a@example.com").json()
+    sms = service.client.post("/send-sms", params={"phone": PHONE, "msg": "ok"}).json()
+    labels = {"task": "write_log", "backend": "inprocess"}
+    wait_until(lambda: service.value("background_task_finished_total", outcome="failure",
+                                     **labels) == 1)
+    text = service.metrics()
+    assert sample_value(text, "background_task_failures_total", exception="IsADirectoryError",
+                        **labels) == 1
+    assert sample_value(text, "background_task_duration_seconds_count", outcome="failure",
+                        **labels) == 1
+    record = service.client.get(f"/tasks/{body['task_ids'][0]}").json()
+    assert record["state"] == "failed" and record["error_type"] == "IsADirectoryError"
+    errors = (data_dir / "error.log").read_text().splitlines()
+    assert len(errors) == 1
+    assert errors[0].startswith("Log Error: IsADirectoryError: ")
+    assert body["task_ids"][0] in errors[0]
+    # the other task was not affected
+    wait_until(lambda: (data_dir / "sms_log.txt").exists())
+    assert service.client.get(f"/tasks/{sms['task_ids'][0]}").json()["state"] == "succeeded"
+    span = wait_until(lambda: [s for s in otlp_receiver.named("background_task write_log")])[0]
+    assert span.status.code == 2  # STATUS_CODE_ERROR
+    assert span_attributes(span)["background_task.outcome"] == "failure"
+    assert [event.name for event in span.events] == ["exception"]
+    failed = events(service, "task.failed")
+    assert failed[0]["error_type"] == "IsADirectoryError"
+    assert failed[0]["task_id"] == body["task_ids"][0]
+
+
+def test_timeout_reports_timeout_outcome(start_service: Any, tmp_path: Path) -> None:
+    """A sync run over NOTIFY_TASK_TIMEOUT_SECONDS is reported as timeout at the deadline."""
+    fifo = make_fifo(tmp_path / "data")
+    service = start_service(NOTIFY_TASK_TIMEOUT_SECONDS="0.3")
+    task_id = service.client.post("/safe-notify").json()["task_ids"][0]
+    labels = {"task": "safe_write_log", "backend": "inprocess"}
+    wait_until(lambda: service.value("background_task_finished_total", outcome="timeout",
+                                     **labels) == 1)
+    record = service.client.get(f"/tasks/{task_id}").json()
+    assert record["state"] == "timed_out"
+    assert record["duration_seconds"] == pytest.approx(0.3, abs=0.25)
+    timed_out = events(service, "task.timed_out")
+    assert timed_out[0]["task_id"] == task_id and timed_out[0]["error_type"] == "TimeoutError"
+    assert "timeout" in (tmp_path / "data" / "error.log").read_text()
+    FifoReader(fifo, seconds=1)
+    wait_until(lambda: events(service, "task.overran"))
+
+
+def test_backlog_full_is_503_and_counted(start_service: Any, tmp_path: Path) -> None:
+    """With the backlog full a request is refused with 503 + Retry-After, and counted."""
+    fifo = make_fifo(tmp_path / "data")
+    service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_TASK_BACKLOG="2")
+    accepted = [service.client.post("/send-notification/a@example.com") for _ in range(3)]
+    assert [r.status_code for r in accepted] == [200, 200, 200]  # 1 running + 2 waiting
+    wait_until(lambda: service.value("background_task_in_progress", task="write_log",
+                                     backend="inprocess") == 1)
+    refused = service.client.post("/advanced-notification/a@example.com", params={"q": "x"})
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"].isdigit()
+    assert refused.json()["reason"] == "backlog_full"
+    text = service.metrics()
+    assert sample_value(text, "background_task_dropped_total", task="write_log",
+                        backend="inprocess", reason="backlog_full") == 2
+    assert sample_value(text, "background_task_queue_depth", backend="inprocess",
+                        queue="default") == 2
+    assert sample_value(text, "background_task_oldest_pending_timestamp_seconds",
+                        backend="inprocess", queue="default") > 0
+    for task_id in refused.json()["task_ids"]:
+        assert service.client.get(f"/tasks/{task_id}").json()["state"] == "dropped"
+    assert len(events(service, "task.dropped")) == 2
+    FifoReader(fifo)
+    wait_until(lambda: service.value("background_task_finished_total", task="write_log",
+                                     backend="inprocess", outcome="success") == 3)
+    assert service.value("background_task_queue_depth", backend="inprocess",
+                         queue="default") == 0
+
+
+def test_task_span_is_child_of_request_span_and_logs_carry_trace(
+    start_service: Any, otlp_receiver: OtlpReceiver
+) -> None:
+    """The task span's parent is the request's server span; task logs carry its trace id."""
+    service = start_service(**otlp_env(otlp_receiver))
+    task_id = service.client.post(f"/send-notification/{EMAIL}").json()["task_ids"][0]
+    task_span = wait_until(lambda: otlp_receiver.named("background_task write_log"))[0]
+    server = wait_until(lambda: [s for s in otlp_receiver.named("POST /send-notification")])[0]
+    assert task_span.trace_id == server.trace_id
+    assert task_span.parent_span_id == server.span_id
+    attributes = span_attributes(task_span)
+    assert attributes["background_task.name"] == "write_log"
+    assert attributes["background_task.id"] == task_id
+    assert attributes["background_task.backend"] == "inprocess"
+    assert attributes["background_task.outcome"] == "success"
+    assert attributes["background_task.queue_wait_seconds"] >= 0
+    assert task_span.start_time_unix_nano >= server.start_time_unix_nano
+    trace_id = task_span.trace_id.hex()
+    started = [e for e in events(service, "task.started") if e["task_id"] == task_id]
+    succeeded = [e for e in events(service, "task.succeeded") if e["task_id"] == task_id]
+    assert started[0]["trace_id"] == trace_id
+    assert succeeded[0]["span_id"] == task_span.span_id.hex()
+    for field in ("started_at", "finished_at", "duration_seconds", "queue_wait_seconds",
+                  "backend", "task"):
+        assert field in succeeded[0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", succeeded[0]["timestamp"])
+    assert len(otlp_receiver.named("background_task")) == 1  # exactly one span per run
+
+
+def test_openmetrics_serves_trace_exemplars(start_service: Any) -> None:
+    """Asked for OpenMetrics, /metrics serves trace_id exemplars on the duration histograms."""
+    service = start_service()
+    service.client.post("/safe-notify")
+    wait_until(lambda: service.value("background_task_finished_total", task="safe_write_log",
+                                     backend="inprocess", outcome="success") == 1)
+    text = service.metrics(openmetrics=True)
+    assert re.search(r'background_task_duration_seconds_bucket\{[^}]*task="safe_write_log"'
+                     r'[^}]*\} 1\.0 # \{trace_id="[0-9a-f]{32}"\}', text)
+    assert re.search(r'http_server_request_duration_seconds_bucket\{[^}]*route="/safe-notify"'
+                     r'[^}]*\} 1\.0 # \{trace_id="[0-9a-f]{32}"\}', text)
+    assert "# {" not in service.metrics()  # plain text format has no exemplars
+
+
+def test_http_metrics_use_route_template_and_exclude_probes(start_service: Any) -> None:
+    """HTTP metrics label the route template (never the raw path) and skip probe paths."""
+    service = start_service()
+    service.client.post(f"/send-notification/{EMAIL}")
+    service.client.post("/send-notification/bad")
+    service.client.get("/nope/abc")
+    service.client.get("/healthz")
+    text = service.metrics()
+    labels = {"method": "POST", "route": "/send-notification/{email}"}
+    assert sample_value(text, "http_server_request_duration_seconds_count", status_code="200",
+                        **labels) == 1
+    assert sample_value(text, "http_server_request_duration_seconds_count", status_code="422",
+                        **labels) == 1
+    assert sample_value(text, "http_server_request_duration_seconds_count", method="GET",
+                        route="<unmatched>", status_code="404") == 1
+    assert 'route="/healthz"' not in text
+    assert sample_value(text, "http_server_active_requests", method="POST") == 0
+
+
+def test_no_personal_data_in_metrics_spans_or_logs(
+    start_service: Any, otlp_receiver: OtlpReceiver
+) -> None:
+    """E-mail addresses and phone numbers never reach /metrics, span data or logs."""
+    service = start_service(**otlp_env(otlp_receiver))
+    service.client.post(f"/send-notification/{EMAIL}")
+    service.client.post(f"/advanced-notification/{EMAIL}", params={"q": f"call {PHONE}"})
+    service.client.post("/send-sms", params={"phone": PHONE, "msg": f"mail {EMAIL}"})
+    service.client.post("/send-notification/bad@")
+    wait_until(lambda: len(otlp_receiver.named("background_task")) == 4)
+    wait_until(lambda: len(otlp_receiver.named("POST")) >= 4)
+    secrets = (EMAIL, "alice.secret", PHONE, PHONE[1:], "13812345678", "alice.secret%40")
+    output = service.raw_output()
+    metrics = service.metrics() + service.metrics(openmetrics=True)
+    spans = repr([(s.name, span_attributes(s), [e.name for e in s.events])
+                  for _, s in otlp_receiver.spans])
+    for secret in secrets:
+        assert secret not in output
+        assert secret not in metrics
+        assert secret not in spans
+    assert "a***%40example.com" in output  # masked in the access log, not just absent
+    assert "+86*******5678" in output or "%2B86*******5678" in output
+
+
+def test_sigterm_drains_backlog_and_accounts_every_task(start_service: Any, tmp_path: Path) -> None:
+    """SIGTERM during a burst: readyz turns 503, nothing accepted is lost (written + dropped
+    + interrupted == accepted), dropped tasks are logged with id and name, the process exits."""
+    fifo = make_fifo(tmp_path / "data")  # the first run blocks until the reader comes
+    service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_SHUTDOWN_GRACE_SECONDS="0.3")
+    accepted: list[str] = []
+    refused = 0
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        for _ in range(500):
+            accepted += client.post("/advanced-notification/a@example.com",
+                                    params={"q": "x"}).json()["task_ids"]
+        service.process.send_signal(signal.SIGTERM)
+        reader = FifoReader(fifo)
+        for _ in range(100_000):  # until the server stops listening
+            try:
+                response = client.post("/safe-notify")
+            except httpx.TransportError:
+                break
+            if response.status_code == 200:
+                accepted += response.json()["task_ids"]
+            elif response.status_code == 503:
+                refused += 1
+                assert response.json()["reason"] == "shutdown"
+                assert client.get("/readyz").status_code == 503
+            else:
+                break
+    assert service.process.wait(30) in (0, -signal.SIGTERM)
+    logs = service.logs()
+    terminal = {"task.succeeded", "task.failed", "task.timed_out", "task.dropped"}
+    outcome_of = {line["task_id"]: line["event"] for line in logs
+                  if line.get("event") in terminal}
+    assert set(accepted) <= set(outcome_of)  # every accepted task ended somewhere
+    succeeded = [t for t in accepted if outcome_of[t] == "task.succeeded"]
+    dropped = [line for line in logs if line.get("event") == "task.dropped"
+               and line["task_id"] in accepted]
+    assert all(line["reason"] == "shutdown" and line["task"] for line in dropped)
+    interrupted = [t for t in accepted if outcome_of[t] == "task.failed"]
+    reader.deadline = 0
+    reader.join(5)
+    written = len(reader.lines())
+    assert len(succeeded) <= written <= len(succeeded) + len(interrupted)
+    assert len(succeeded) + len(dropped) + len(interrupted) == len(accepted) == 1000
+    assert dropped, "the burst should have outlasted the grace period"
+    assert refused > 0
+    assert any(line.get("event") == "shutdown.drained" for line in logs)
