@@ -36,11 +36,13 @@ class TaskCall:
 
 
 class BackendUnavailable(Exception):
-    """No task can be accepted now; ``reason`` is the dropped-metric reason."""
+    """Tasks can't be accepted now; ``reason`` is the dropped-metric reason, ``accepted`` the ids
+    of those that were accepted all the same (they will run)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, accepted: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.reason = reason
+        self.accepted = frozenset(accepted)
 
 
 class BacklogFull(BackendUnavailable):
@@ -70,7 +72,7 @@ class Backend(Protocol):
     def ready(self) -> bool: ...
     def stop_accepting(self) -> None: ...
     async def drain(self, grace: float) -> None: ...
-    def admit(self, calls: Sequence[TaskCall]) -> Admission: ...
+    async def admit(self, calls: Sequence[TaskCall]) -> Admission: ...
 
 
 @dataclass
@@ -103,8 +105,14 @@ Tasks = Annotated[TaskBatch, Depends(get_task_batch)]
 
 
 def _refusal(batch: TaskBatch, error: BackendUnavailable) -> JSONResponse:
+    refused = [task_id for task_id in batch.task_ids if task_id not in error.accepted]
     return JSONResponse(
-        {"detail": str(error), "reason": error.reason, "task_ids": batch.task_ids},
+        {
+            "detail": str(error),
+            "reason": error.reason,
+            "task_ids": refused,
+            "accepted_task_ids": sorted(error.accepted),
+        },
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
@@ -124,10 +132,11 @@ class TaskRoute(APIRoute):
                 return response
             backend: Backend = request.app.state.task_backend
             try:
-                request.scope[_ADMISSION] = backend.admit(batch.calls)
+                request.scope[_ADMISSION] = await backend.admit(batch.calls)
             except BackendUnavailable as error:
                 for call in batch.calls:
-                    backend.runner.dropped(call.envelope, error.reason, error)
+                    if call.envelope.id not in error.accepted:
+                        backend.runner.dropped(call.envelope, error.reason, error)
                 return _refusal(batch, error)
             return response
 

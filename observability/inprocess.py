@@ -39,8 +39,10 @@ class InProcessBackend:
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
-        self._workers = [asyncio.create_task(self._work(), name=f"task-worker-{i}")
-                         for i in range(self.concurrency)]
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"task-worker-{i}")
+            for i in range(self.concurrency)
+        ]
         self._accepting = True
 
     def ready(self) -> bool:
@@ -58,8 +60,12 @@ class InProcessBackend:
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
-            self.log.warning("backend.drain_timeout", grace_seconds=grace,
-                             pending=len(self._pending), running=self._running)
+            self.log.warning(
+                "backend.drain_timeout",
+                grace_seconds=grace,
+                pending=len(self._pending),
+                running=self._running,
+            )
         self._closed = True
         for worker in self._workers:
             worker.cancel()
@@ -72,7 +78,7 @@ class InProcessBackend:
 
     # -- admission ----------------------------------------------------------------------------
 
-    def admit(self, calls: Sequence[TaskCall]) -> Admission:
+    async def admit(self, calls: Sequence[TaskCall]) -> Admission:
         """Reserve backlog room for all ``calls`` or none; they start once released."""
         if not self._accepting:
             raise BackendUnavailable(names.REASON_SHUTDOWN, "the service is shutting down")
@@ -117,7 +123,8 @@ class InProcessBackend:
         self.metrics.queue_depth.labels(self.name, QUEUE).set(len(self._pending))
         oldest = next(iter(self._pending.values()), None)
         self.metrics.oldest_pending.labels(self.name, QUEUE).set(
-            oldest.envelope.enqueued_at if oldest else 0.0)
+            oldest.envelope.enqueued_at if oldest else 0.0
+        )
         if self._pending:
             self._idle.clear()
         else:

@@ -12,8 +12,14 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from observability.redaction import mask_value
 
 LogFormat = Literal["json", "console"]
-_STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.worker",
-                   "celery.app.trace")
+_STDLIB_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "celery",
+    "celery.worker",
+    "celery.app.trace",
+)
 
 
 def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

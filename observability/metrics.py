@@ -2,13 +2,36 @@
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from observability import names
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                120.0, 300.0)
+TASK_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
 
 
 class TaskMetrics:
@@ -16,40 +39,84 @@ class TaskMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         task = ("task", "backend")
-        self.enqueued = Counter(names.TASK_ENQUEUED, "Tasks accepted for running.", task,
-                                registry=registry)
+        self.enqueued = Counter(
+            names.TASK_ENQUEUED, "Tasks accepted for running.", task, registry=registry
+        )
         self.started = Counter(names.TASK_STARTED, "Task runs started.", task, registry=registry)
-        self.finished = Counter(names.TASK_FINISHED, "Task runs finished, by outcome.",
-                                (*task, "outcome"), registry=registry)
-        self.failures = Counter(names.TASK_FAILURES, "Failed task runs, by exception class.",
-                                (*task, "exception"), registry=registry)
-        self.dropped = Counter(names.TASK_DROPPED, "Tasks that never ran, by reason.",
-                               (*task, "reason"), registry=registry)
-        self.queue_wait = Histogram(names.TASK_QUEUE_WAIT, "Seconds from enqueue to start.", task,
-                                    buckets=TASK_BUCKETS, registry=registry)
-        self.duration = Histogram(names.TASK_DURATION, "Seconds a run took, every outcome.",
-                                  (*task, "outcome"), buckets=TASK_BUCKETS, registry=registry)
-        self.in_progress = Gauge(names.TASK_IN_PROGRESS, "Task runs under way.", task,
-                                 registry=registry)
-        self.queue_depth = Gauge(names.TASK_QUEUE_DEPTH, "Tasks accepted and not started yet.",
-                                 ("backend", "queue"), registry=registry)
-        self.oldest_pending = Gauge(names.TASK_OLDEST_PENDING,
-                                    "Enqueue time of the oldest task not started (0: none).",
-                                    ("backend", "queue"), registry=registry)
-        self.capacity = Gauge(names.TASK_CAPACITY, "Task runs that may be under way at once.",
-                              ("backend",), registry=registry)
-        self.last_started = Gauge(names.TASK_LAST_STARTED, "When a run of the task last started.",
-                                  task, registry=registry)
-        self.last_finished = Gauge(names.TASK_LAST_FINISHED,
-                                   "When a run of the task last finished, by outcome.",
-                                   (*task, "outcome"), registry=registry)
+        self.finished = Counter(
+            names.TASK_FINISHED,
+            "Task runs finished, by outcome.",
+            (*task, "outcome"),
+            registry=registry,
+        )
+        self.failures = Counter(
+            names.TASK_FAILURES,
+            "Failed task runs, by exception class.",
+            (*task, "exception"),
+            registry=registry,
+        )
+        self.dropped = Counter(
+            names.TASK_DROPPED,
+            "Tasks that never ran, by reason.",
+            (*task, "reason"),
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            names.TASK_QUEUE_WAIT,
+            "Seconds from enqueue to start.",
+            task,
+            buckets=TASK_BUCKETS,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            names.TASK_DURATION,
+            "Seconds a run took, every outcome.",
+            (*task, "outcome"),
+            buckets=TASK_BUCKETS,
+            registry=registry,
+        )
+        self.in_progress = Gauge(
+            names.TASK_IN_PROGRESS, "Task runs under way.", task, registry=registry
+        )
+        self.queue_depth = Gauge(
+            names.TASK_QUEUE_DEPTH,
+            "Tasks accepted and not started yet.",
+            ("backend", "queue"),
+            registry=registry,
+        )
+        self.oldest_pending = Gauge(
+            names.TASK_OLDEST_PENDING,
+            "Enqueue time of the oldest task not started (0: none).",
+            ("backend", "queue"),
+            registry=registry,
+        )
+        self.capacity = Gauge(
+            names.TASK_CAPACITY,
+            "Task runs that may be under way at once.",
+            ("backend",),
+            registry=registry,
+        )
+        self.last_started = Gauge(
+            names.TASK_LAST_STARTED, "When a run of the task last started.", task, registry=registry
+        )
+        self.last_finished = Gauge(
+            names.TASK_LAST_FINISHED,
+            "When a run of the task last finished, by outcome.",
+            (*task, "outcome"),
+            registry=registry,
+        )
 
     def declare(self, tasks: Iterable[str], backend: str, outcomes: Iterable[str]) -> None:
         """Create the series of known tasks at zero, so dashboards and alerts see them."""
         outcomes = tuple(outcomes)
         for task in tasks:
-            for metric in (self.enqueued, self.started, self.queue_wait, self.in_progress,
-                           self.last_started):
+            for metric in (
+                self.enqueued,
+                self.started,
+                self.queue_wait,
+                self.in_progress,
+                self.last_started,
+            ):
                 metric.labels(task, backend)
             for outcome in outcomes:
                 for metric in (self.finished, self.duration, self.last_finished):
@@ -68,9 +135,25 @@ class HttpMetrics:
     """The contract's ``http_server_*`` metrics."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.duration = Histogram(names.HTTP_REQUEST_DURATION,
-                                  "Seconds from request start until the response is sent.",
-                                  ("method", "route", "status_code"), buckets=HTTP_BUCKETS,
-                                  registry=registry)
-        self.active = Gauge(names.HTTP_ACTIVE_REQUESTS, "Requests whose response is not sent yet.",
-                            ("method",), registry=registry)
+        self.duration = Histogram(
+            names.HTTP_REQUEST_DURATION,
+            "Seconds from request start until the response is sent.",
+            ("method", "route", "status_code"),
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
+        self.active = Gauge(
+            names.HTTP_ACTIVE_REQUESTS,
+            "Requests whose response is not sent yet.",
+            ("method",),
+            registry=registry,
+        )
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with the process, platform and GC collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry

@@ -49,7 +49,11 @@ def iso(timestamp: float) -> str:
 
 def _hex_trace_id(span: Span) -> str | None:
     context = span.get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid and context.trace_flags.sampled else None
+    return (
+        format(context.trace_id, "032x")
+        if context.is_valid and context.trace_flags.sampled
+        else None
+    )
 
 
 class Run:
@@ -101,22 +105,40 @@ class TaskRunner:
         """A task was accepted and will run (count, journal, ``task.enqueued``)."""
         self.metrics.enqueued.labels(envelope.name, self.backend).inc()
         if self.journal is not None:
-            self.journal.add(TaskRecord(envelope.id, envelope.name, self.backend, "queued",
-                                        envelope.enqueued_at))
-        self.log.info(names.EVENT_ENQUEUED, task=envelope.name, task_id=envelope.id,
-                      enqueued_at=iso(envelope.enqueued_at))
+            self.journal.add(
+                TaskRecord(envelope.id, envelope.name, self.backend, "queued", envelope.enqueued_at)
+            )
+        self.log.info(
+            names.EVENT_ENQUEUED,
+            task=envelope.name,
+            task_id=envelope.id,
+            enqueued_at=iso(envelope.enqueued_at),
+        )
 
-    def dropped(self, envelope: TaskEnvelope, reason: str, error: BaseException | None = None) -> None:
+    def dropped(
+        self, envelope: TaskEnvelope, reason: str, error: BaseException | None = None
+    ) -> None:
         """A task will never run (count, journal, ``task.dropped``)."""
         self.metrics.dropped.labels(envelope.name, self.backend, reason).inc()
         if self.journal is not None:
             if self.journal.get(envelope.id) is None:
-                self.journal.add(TaskRecord(envelope.id, envelope.name, self.backend, "dropped",
-                                            envelope.enqueued_at))
-            self.journal.update(envelope.id, state="dropped", drop_reason=reason,
-                                error_type=type(error).__name__ if error else None)
-        fields: dict[str, Any] = {"task": envelope.name, "task_id": envelope.id, "reason": reason,
-                                  "enqueued_at": iso(envelope.enqueued_at)}
+                self.journal.add(
+                    TaskRecord(
+                        envelope.id, envelope.name, self.backend, "dropped", envelope.enqueued_at
+                    )
+                )
+            self.journal.update(
+                envelope.id,
+                state="dropped",
+                drop_reason=reason,
+                error_type=type(error).__name__ if error else None,
+            )
+        fields: dict[str, Any] = {
+            "task": envelope.name,
+            "task_id": envelope.id,
+            "reason": reason,
+            "enqueued_at": iso(envelope.enqueued_at),
+        }
         if error is not None:
             fields |= {"error_type": type(error).__name__, "error": str(error)}
         self.log.warning(names.EVENT_DROPPED, **fields)
@@ -144,15 +166,25 @@ class TaskRunner:
         self.metrics.last_started.labels(*labels).set(run.started_at)
         self._observe(self.metrics.queue_wait.labels(*labels), run.queue_wait, span)
         if self.journal is not None:
-            self.journal.update(envelope.id, state="running", started_at=run.started_at,
-                                queue_wait_seconds=run.queue_wait)
+            self.journal.update(
+                envelope.id,
+                state="running",
+                started_at=run.started_at,
+                queue_wait_seconds=run.queue_wait,
+            )
         with trace.use_span(span, end_on_exit=False):
-            self.log.info(names.EVENT_STARTED, task=envelope.name, task_id=envelope.id,
-                          started_at=iso(run.started_at), queue_wait_seconds=run.queue_wait)
+            self.log.info(
+                names.EVENT_STARTED,
+                task=envelope.name,
+                task_id=envelope.id,
+                started_at=iso(run.started_at),
+                queue_wait_seconds=run.queue_wait,
+            )
         return run
 
-    def _record_finish(self, run: Run, outcome: str, duration: float,
-                       error: BaseException | None) -> None:
+    def _record_finish(
+        self, run: Run, outcome: str, duration: float, error: BaseException | None
+    ) -> None:
         envelope, span = run.envelope, run.span
         finished_at = run.started_at + duration
         labels = (envelope.name, self.backend)
@@ -166,21 +198,33 @@ class TaskRunner:
         if error_type is not None and outcome != names.OUTCOME_SUCCESS:
             self.metrics.failures.labels(*labels, error_type).inc()
         if self.journal is not None:
-            self.journal.update(envelope.id, state=OUTCOME_STATES[outcome], finished_at=finished_at,
-                                duration_seconds=duration, error_type=error_type)
+            self.journal.update(
+                envelope.id,
+                state=OUTCOME_STATES[outcome],
+                finished_at=finished_at,
+                duration_seconds=duration,
+                error_type=error_type,
+            )
         span.set_attribute(names.ATTR_TASK_OUTCOME, outcome)
         message = self._error_message(outcome, error)
         if outcome != names.OUTCOME_SUCCESS:
             span.set_status(Status(StatusCode.ERROR, f"{error_type}: {mask(message)}"))
             if error is not None:
-                span.record_exception(error, attributes={
-                    "exception.message": mask(message),
-                    "exception.stacktrace": mask("".join(traceback.format_exception(error))),
-                })
+                span.record_exception(
+                    error,
+                    attributes={
+                        "exception.message": mask(message),
+                        "exception.stacktrace": mask("".join(traceback.format_exception(error))),
+                    },
+                )
         fields: dict[str, Any] = {
-            "task": envelope.name, "task_id": envelope.id, "outcome": outcome,
-            "started_at": iso(run.started_at), "finished_at": iso(finished_at),
-            "duration_seconds": duration, "queue_wait_seconds": run.queue_wait,
+            "task": envelope.name,
+            "task_id": envelope.id,
+            "outcome": outcome,
+            "started_at": iso(run.started_at),
+            "finished_at": iso(finished_at),
+            "duration_seconds": duration,
+            "queue_wait_seconds": run.queue_wait,
         }
         if error_type is not None:
             fields |= {"error_type": error_type, "error": message}
@@ -191,8 +235,16 @@ class TaskRunner:
                 self.log.error(names.OUTCOME_EVENTS[outcome], **fields)
         span.end(end_time=int(finished_at * 1e9))
         if outcome in (names.OUTCOME_FAILURE, names.OUTCOME_TIMEOUT):
-            self._report(FailureReport(envelope.name, envelope.id, self.backend, outcome,
-                                       error_type or "Exception", message))
+            self._report(
+                FailureReport(
+                    envelope.name,
+                    envelope.id,
+                    self.backend,
+                    outcome,
+                    error_type or "Exception",
+                    message,
+                )
+            )
 
     def _error_message(self, outcome: str, error: BaseException | None) -> str:
         if error is not None and str(error):
@@ -207,8 +259,13 @@ class TaskRunner:
         try:
             self.failure_sink(report)
         except Exception as exc:  # the sink must never take the runner down
-            self.log.error(names.EVENT_FAILURE_SINK_ERROR, task=report.task,
-                           task_id=report.task_id, error_type=type(exc).__name__, error=str(exc))
+            self.log.error(
+                names.EVENT_FAILURE_SINK_ERROR,
+                task=report.task,
+                task_id=report.task_id,
+                error_type=type(exc).__name__,
+                error=str(exc),
+            )
 
     @staticmethod
     def _observe(histogram: Any, value: float, span: Span) -> None:
@@ -217,7 +274,9 @@ class TaskRunner:
 
     # -- executing ----------------------------------------------------------------------------
 
-    async def run_async(self, envelope: TaskEnvelope, func: TaskFunction, executor: Executor) -> str:
+    async def run_async(
+        self, envelope: TaskEnvelope, func: TaskFunction, executor: Executor
+    ) -> str:
         """Run ``func`` bounded by the timeout: coroutine functions on the loop (cancelled on
         timeout), others in ``executor`` (reported ``timeout`` at the deadline; the thread keeps
         running, and this coroutine waits for it, so the concurrency slot stays taken)."""
@@ -252,8 +311,9 @@ class TaskRunner:
 
     async def _await_thread(self, run: Run, func: TaskFunction, executor: Executor) -> None:
         envelope = run.envelope
-        call = functools.partial(contextvars.copy_context().run, func, *envelope.args,
-                                 **envelope.kwargs)
+        call = functools.partial(
+            contextvars.copy_context().run, func, *envelope.args, **envelope.kwargs
+        )
         future = asyncio.get_running_loop().run_in_executor(executor, call)
         try:
             await asyncio.wait_for(asyncio.shield(future), self.timeout)
@@ -267,9 +327,13 @@ class TaskRunner:
                 await future
             except Exception as exc:
                 error = exc
-            self.log.warning(names.EVENT_OVERRAN, task=envelope.name, task_id=envelope.id,
-                             overran_seconds=time.perf_counter() - t0,
-                             error_type=type(error).__name__ if error else None)
+            self.log.warning(
+                names.EVENT_OVERRAN,
+                task=envelope.name,
+                task_id=envelope.id,
+                overran_seconds=time.perf_counter() - t0,
+                error_type=type(error).__name__ if error else None,
+            )
 
     def run_sync(self, envelope: TaskEnvelope, func: TaskFunction) -> str:
         """Run ``func`` in this thread (Celery workers); the backend enforces the time limit and

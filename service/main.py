@@ -12,15 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import Span, TracerProvider
-from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-)
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from observability import names
 from observability.dispatch import Backend, TaskReleaseMiddleware
@@ -28,7 +20,7 @@ from observability.exposition import metrics_response
 from observability.inprocess import InProcessBackend
 from observability.journal import TaskJournal
 from observability.logs import configure_logging, get_logger
-from observability.metrics import HttpMetrics, TaskMetrics
+from observability.metrics import HttpMetrics, TaskMetrics, new_registry
 from observability.middleware import HttpMetricsMiddleware
 from observability.redaction import mask
 from observability.runner import TaskRunner
@@ -40,8 +32,6 @@ from service.settings import Settings
 PROBE_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 _MASKED_SPAN_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "url.full")
 
-_ = (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR)  # the default registry's, not ours
-
 
 def mask_server_span(span: Span, scope: dict[str, Any]) -> None:
     """Server request hook: mask e-mail addresses and phone numbers in URL attributes."""
@@ -52,22 +42,15 @@ def mask_server_span(span: Span, scope: dict[str, Any]) -> None:
             span.set_attribute(key, mask(value))
 
 
-def new_registry() -> CollectorRegistry:
-    """A registry with the process, platform and GC collectors."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
-
-
 def build_backend(settings: Settings, runner: TaskRunner) -> Backend:
     if settings.task_backend == "celery":
-        from service.celery_backend import CeleryBackend  # Celery is imported only when used
+        from observability.broker import CeleryBackend  # Celery is imported only when used
+        from service.worker import CELERY_QUEUE, create_celery_app
 
-        return CeleryBackend(runner, settings)
-    return InProcessBackend(runner, concurrency=settings.task_concurrency,
-                            backlog=settings.task_backlog)
+        return CeleryBackend(runner, create_celery_app(settings), CELERY_QUEUE)
+    return InProcessBackend(
+        runner, concurrency=settings.task_concurrency, backlog=settings.task_backlog
+    )
 
 
 def drain_on_sigterm(backend: Backend, grace: float) -> Callable[[], None]:
@@ -95,7 +78,11 @@ def drain_on_sigterm(backend: Backend, grace: float) -> Callable[[], None]:
         loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit(signum, frame)))
 
     signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def create_app(
@@ -107,6 +94,7 @@ def create_app(
     """Build the service: settings, logging, metrics, tracing, backend, routes."""
     settings = settings or Settings()
     configure_logging(settings.log_format, settings.log_level)
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
     registry = registry if registry is not None else new_registry()
     owns_provider = tracer_provider is None
     provider = tracer_provider or create_tracer_provider(settings.service_name)
@@ -130,9 +118,12 @@ def create_app(
         notifications.ensure_data_dir()
         await backend.start()
         restore_signal = drain_on_sigterm(backend, settings.shutdown_grace_seconds)
-        get_logger("service").info("service.started", backend=backend.name,
-                                   concurrency=settings.task_concurrency,
-                                   backlog=settings.task_backlog)
+        get_logger("service").info(
+            "service.started",
+            backend=backend.name,
+            concurrency=settings.task_concurrency,
+            backlog=settings.task_backlog,
+        )
         try:
             yield
         finally:
@@ -154,8 +145,9 @@ def create_app(
         return metrics_response(request, registry)
 
     app.add_middleware(TaskReleaseMiddleware)
-    app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(registry),
-                       excluded_paths=PROBE_PATHS)
+    app.add_middleware(
+        HttpMetricsMiddleware, metrics=HttpMetrics(registry), excluded_paths=PROBE_PATHS
+    )
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=provider,

@@ -23,8 +23,10 @@ def _plus_decoded_as_space(value: Any) -> Any:
 
 def _e164(value: str) -> str:
     if not E164.fullmatch(value):
-        raise ValueError("phone must be in E.164 form: '+', country code and number, "
-                         "7 to 15 digits, e.g. +8613812345678 (encode '+' as %2B in URLs)")
+        raise ValueError(
+            "phone must be in E.164 form: '+', country code and number, "
+            "7 to 15 digits, e.g. +8613812345678 (encode '+' as %2B in URLs)"
+        )
     return value
 
 
@@ -47,8 +49,9 @@ def build_router(settings: Settings) -> APIRouter:
     Email = Annotated[EmailStr, Path(description="recipient e-mail address")]
 
     @router.post("/send-notification/{email}")
-    async def send_notification(email: Email, tasks: Tasks,
-                                notifications: Notifications) -> dict[str, Any]:
+    async def send_notification(
+        email: Email, tasks: Tasks, notifications: Notifications
+    ) -> dict[str, Any]:
         task_id = tasks.add_task(notifications.write_log, f"message to {email}\n")
         return {"message": "Notification sent in background", "task_ids": [task_id]}
 
@@ -68,10 +71,12 @@ def build_router(settings: Settings) -> APIRouter:
         return {"status": "multi-task executed", "task_ids": tasks.task_ids}
 
     @router.post("/send-sms")
-    async def send_sms(phone: Annotated[Phone, Query()], msg: Text, tasks: Tasks,
-                       notifications: Notifications) -> dict[str, Any]:
-        task_id = tasks.add_task(NotificationService.sms_task, phone, msg,
-                                 data_dir=str(notifications.data_dir))
+    async def send_sms(
+        phone: Annotated[Phone, Query()], msg: Text, tasks: Tasks, notifications: Notifications
+    ) -> dict[str, Any]:
+        task_id = tasks.add_task(
+            NotificationService.sms_task, phone, msg, data_dir=str(notifications.data_dir)
+        )
         return {"result": "短信任务已排队", "task_ids": [task_id]}
 
     @router.post("/safe-notify")
@@ -80,14 +85,15 @@ def build_router(settings: Settings) -> APIRouter:
         return {"status": "error-handled", "task_ids": [task_id]}
 
     @router.get("/tasks/{task_id}")
-    async def get_task(task_id: Annotated[str, Path(max_length=64)],
-                       request: Request) -> Any:
+    async def get_task(task_id: Annotated[str, Path(max_length=64)], request: Request) -> Any:
         journal = request.app.state.task_journal
         record = journal.get(task_id)
         if record is None:
             return JSONResponse(
-                {"detail": f"task {task_id!r} is not known: never enqueued here, or older than "
-                           f"the {journal.capacity} most recent tasks this process remembers"},
+                {
+                    "detail": f"task {task_id!r} is not known: never enqueued here, or older than "
+                    f"the {journal.capacity} most recent tasks this process remembers"
+                },
                 status_code=404,
             )
         return record.as_dict()

@@ -15,8 +15,9 @@ class Settings(BaseSettings):
     broker_url: str = "redis://localhost:6379/0"
     task_timeout_seconds: float = Field(30.0, gt=0)
     log_format: Literal["json", "console"] = "json"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning",
-                       "error"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = (
+        "INFO"
+    )
     task_concurrency: int = Field(8, ge=1)
     task_backlog: int = Field(10000, ge=1)
     shutdown_grace_seconds: float = Field(25.0, ge=0)

@@ -7,9 +7,7 @@ import re
 import threading
 from pathlib import Path
 
-_UNSAFE = re.compile(
-    "[\\\\\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
-)
+_UNSAFE = re.compile("[\\\\\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
 
 
@@ -56,6 +54,6 @@ class LineFile:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)  # closing releases the lock

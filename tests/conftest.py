@@ -61,9 +61,21 @@ class ServiceProcess:
         full_env |= {"NOTIFY_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"} | env
         self._stdout = self.stdout_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=full_env, stdout=self._stdout, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "service.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._stdout,
+            stderr=subprocess.STDOUT,
         )
         self.client = httpx.Client(base_url=self.url, timeout=10)
         wait_until(self._healthy, timeout=20)
@@ -130,14 +142,15 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 with receiver._lock:
                     for resource_spans in request.resource_spans:
-                        resource = {a.key: a.value.string_value
-                                    for a in resource_spans.resource.attributes}
+                        resource = {
+                            a.key: a.value.string_value for a in resource_spans.resource.attributes
+                        }
                         for scope_spans in resource_spans.scope_spans:
                             receiver.spans.extend((resource, s) for s in scope_spans.spans)
                 self.send_response(200)
@@ -178,6 +191,9 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 def otlp_env(receiver: OtlpReceiver) -> dict[str, str]:
     """Environment that makes the service export spans quickly to ``receiver``."""
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "notification-test"}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SERVICE_NAME": "notification-test",
+    }

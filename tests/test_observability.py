@@ -74,8 +74,11 @@ def test_known_task_series_exist_at_zero(start_service: Any) -> None:
         for name in ("background_task_enqueued_total", "background_task_started_total"):
             assert f'{name}{{backend="inprocess",task="{task}"}} 0.0' in text
         for outcome in ("success", "failure", "timeout"):
-            assert re.search(rf'background_task_finished_total\{{[^}}]*outcome="{outcome}"'
-                             rf'[^}}]*task="{task}"\}} 0\.0', text)
+            assert re.search(
+                rf'background_task_finished_total\{{[^}}]*outcome="{outcome}"'
+                rf'[^}}]*task="{task}"\}} 0\.0',
+                text,
+            )
     assert 'background_task_capacity{backend="inprocess"} 8.0' in text
     assert 'background_task_queue_depth{backend="inprocess",queue="default"} 0.0' in text
 
@@ -86,18 +89,22 @@ def test_success_moves_counters_histograms_and_timestamps(start_service: Any) ->
     for _ in range(3):
         service.client.post("/send-notification/a@example.com")
     labels = {"task": "write_log", "backend": "inprocess"}
-    wait_until(lambda: service.value("background_task_finished_total", outcome="success",
-                                     **labels) == 3)
+    wait_until(
+        lambda: service.value("background_task_finished_total", outcome="success", **labels) == 3
+    )
     text = service.metrics()
     assert sample_value(text, "background_task_enqueued_total", **labels) == 3
     assert sample_value(text, "background_task_started_total", **labels) == 3
     assert sample_value(text, "background_task_queue_wait_seconds_count", **labels) == 3
-    assert sample_value(text, "background_task_duration_seconds_count", outcome="success",
-                        **labels) == 3
+    assert (
+        sample_value(text, "background_task_duration_seconds_count", outcome="success", **labels)
+        == 3
+    )
     assert sample_value(text, "background_task_in_progress", **labels) == 0
     started = sample_value(text, "background_task_last_started_timestamp_seconds", **labels)
-    finished = sample_value(text, "background_task_last_finished_timestamp_seconds",
-                            outcome="success", **labels)
+    finished = sample_value(
+        text, "background_task_last_finished_timestamp_seconds", outcome="success", **labels
+    )
     assert 0 < started <= finished
 
 
@@ -111,13 +118,20 @@ def test_failure_counts_exception_writes_error_log_and_span(
     body = service.client.post("/send-notification/a@example.com").json()
     sms = service.client.post("/send-sms", params={"phone": PHONE, "msg": "ok"}).json()
     labels = {"task": "write_log", "backend": "inprocess"}
-    wait_until(lambda: service.value("background_task_finished_total", outcome="failure",
-                                     **labels) == 1)
+    wait_until(
+        lambda: service.value("background_task_finished_total", outcome="failure", **labels) == 1
+    )
     text = service.metrics()
-    assert sample_value(text, "background_task_failures_total", exception="IsADirectoryError",
-                        **labels) == 1
-    assert sample_value(text, "background_task_duration_seconds_count", outcome="failure",
-                        **labels) == 1
+    assert (
+        sample_value(
+            text, "background_task_failures_total", exception="IsADirectoryError", **labels
+        )
+        == 1
+    )
+    assert (
+        sample_value(text, "background_task_duration_seconds_count", outcome="failure", **labels)
+        == 1
+    )
     record = service.client.get(f"/tasks/{body['task_ids'][0]}").json()
     assert record["state"] == "failed" and record["error_type"] == "IsADirectoryError"
     errors = (data_dir / "error.log").read_text().splitlines()
@@ -142,8 +156,9 @@ def test_timeout_reports_timeout_outcome(start_service: Any, tmp_path: Path) -> 
     service = start_service(NOTIFY_TASK_TIMEOUT_SECONDS="0.3")
     task_id = service.client.post("/safe-notify").json()["task_ids"][0]
     labels = {"task": "safe_write_log", "backend": "inprocess"}
-    wait_until(lambda: service.value("background_task_finished_total", outcome="timeout",
-                                     **labels) == 1)
+    wait_until(
+        lambda: service.value("background_task_finished_total", outcome="timeout", **labels) == 1
+    )
     record = service.client.get(f"/tasks/{task_id}").json()
     assert record["state"] == "timed_out"
     assert record["duration_seconds"] == pytest.approx(0.3, abs=0.25)
@@ -160,27 +175,54 @@ def test_backlog_full_is_503_and_counted(start_service: Any, tmp_path: Path) -> 
     service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_TASK_BACKLOG="2")
     accepted = [service.client.post("/send-notification/a@example.com") for _ in range(3)]
     assert [r.status_code for r in accepted] == [200, 200, 200]  # 1 running + 2 waiting
-    wait_until(lambda: service.value("background_task_in_progress", task="write_log",
-                                     backend="inprocess") == 1)
+    wait_until(
+        lambda: (
+            service.value("background_task_in_progress", task="write_log", backend="inprocess") == 1
+        )
+    )
     refused = service.client.post("/advanced-notification/a@example.com", params={"q": "x"})
     assert refused.status_code == 503
     assert refused.headers["retry-after"].isdigit()
     assert refused.json()["reason"] == "backlog_full"
     text = service.metrics()
-    assert sample_value(text, "background_task_dropped_total", task="write_log",
-                        backend="inprocess", reason="backlog_full") == 2
-    assert sample_value(text, "background_task_queue_depth", backend="inprocess",
-                        queue="default") == 2
-    assert sample_value(text, "background_task_oldest_pending_timestamp_seconds",
-                        backend="inprocess", queue="default") > 0
+    assert (
+        sample_value(
+            text,
+            "background_task_dropped_total",
+            task="write_log",
+            backend="inprocess",
+            reason="backlog_full",
+        )
+        == 2
+    )
+    assert (
+        sample_value(text, "background_task_queue_depth", backend="inprocess", queue="default") == 2
+    )
+    assert (
+        sample_value(
+            text,
+            "background_task_oldest_pending_timestamp_seconds",
+            backend="inprocess",
+            queue="default",
+        )
+        > 0
+    )
     for task_id in refused.json()["task_ids"]:
         assert service.client.get(f"/tasks/{task_id}").json()["state"] == "dropped"
     assert len(events(service, "task.dropped")) == 2
     FifoReader(fifo)
-    wait_until(lambda: service.value("background_task_finished_total", task="write_log",
-                                     backend="inprocess", outcome="success") == 3)
-    assert service.value("background_task_queue_depth", backend="inprocess",
-                         queue="default") == 0
+    wait_until(
+        lambda: (
+            service.value(
+                "background_task_finished_total",
+                task="write_log",
+                backend="inprocess",
+                outcome="success",
+            )
+            == 3
+        )
+    )
+    assert service.value("background_task_queue_depth", backend="inprocess", queue="default") == 0
 
 
 def test_task_span_is_child_of_request_span_and_logs_carry_trace(
@@ -205,8 +247,14 @@ def test_task_span_is_child_of_request_span_and_logs_carry_trace(
     succeeded = [e for e in events(service, "task.succeeded") if e["task_id"] == task_id]
     assert started[0]["trace_id"] == trace_id
     assert succeeded[0]["span_id"] == task_span.span_id.hex()
-    for field in ("started_at", "finished_at", "duration_seconds", "queue_wait_seconds",
-                  "backend", "task"):
+    for field in (
+        "started_at",
+        "finished_at",
+        "duration_seconds",
+        "queue_wait_seconds",
+        "backend",
+        "task",
+    ):
         assert field in succeeded[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", succeeded[0]["timestamp"])
     assert len(otlp_receiver.named("background_task")) == 1  # exactly one span per run
@@ -216,13 +264,28 @@ def test_openmetrics_serves_trace_exemplars(start_service: Any) -> None:
     """Asked for OpenMetrics, /metrics serves trace_id exemplars on the duration histograms."""
     service = start_service()
     service.client.post("/safe-notify")
-    wait_until(lambda: service.value("background_task_finished_total", task="safe_write_log",
-                                     backend="inprocess", outcome="success") == 1)
+    wait_until(
+        lambda: (
+            service.value(
+                "background_task_finished_total",
+                task="safe_write_log",
+                backend="inprocess",
+                outcome="success",
+            )
+            == 1
+        )
+    )
     text = service.metrics(openmetrics=True)
-    assert re.search(r'background_task_duration_seconds_bucket\{[^}]*task="safe_write_log"'
-                     r'[^}]*\} 1\.0 # \{trace_id="[0-9a-f]{32}"\}', text)
-    assert re.search(r'http_server_request_duration_seconds_bucket\{[^}]*route="/safe-notify"'
-                     r'[^}]*\} 1\.0 # \{trace_id="[0-9a-f]{32}"\}', text)
+    assert re.search(
+        r'background_task_duration_seconds_bucket\{[^}]*task="safe_write_log"'
+        r'[^}]*\} 1\.0 # \{trace_id="[0-9a-f]{32}"\}',
+        text,
+    )
+    assert re.search(
+        r'http_server_request_duration_seconds_bucket\{[^}]*route="/safe-notify"'
+        r'[^}]*\} 1\.0 # \{trace_id="[0-9a-f]{32}"\}',
+        text,
+    )
     assert "# {" not in service.metrics()  # plain text format has no exemplars
 
 
@@ -235,12 +298,28 @@ def test_http_metrics_use_route_template_and_exclude_probes(start_service: Any) 
     service.client.get("/healthz")
     text = service.metrics()
     labels = {"method": "POST", "route": "/send-notification/{email}"}
-    assert sample_value(text, "http_server_request_duration_seconds_count", status_code="200",
-                        **labels) == 1
-    assert sample_value(text, "http_server_request_duration_seconds_count", status_code="422",
-                        **labels) == 1
-    assert sample_value(text, "http_server_request_duration_seconds_count", method="GET",
-                        route="<unmatched>", status_code="404") == 1
+    assert (
+        sample_value(
+            text, "http_server_request_duration_seconds_count", status_code="200", **labels
+        )
+        == 1
+    )
+    assert (
+        sample_value(
+            text, "http_server_request_duration_seconds_count", status_code="422", **labels
+        )
+        == 1
+    )
+    assert (
+        sample_value(
+            text,
+            "http_server_request_duration_seconds_count",
+            method="GET",
+            route="<unmatched>",
+            status_code="404",
+        )
+        == 1
+    )
     assert 'route="/healthz"' not in text
     assert sample_value(text, "http_server_active_requests", method="POST") == 0
 
@@ -259,8 +338,9 @@ def test_no_personal_data_in_metrics_spans_or_logs(
     secrets = (EMAIL, "alice.secret", PHONE, PHONE[1:], "13812345678", "alice.secret%40")
     output = service.raw_output()
     metrics = service.metrics() + service.metrics(openmetrics=True)
-    spans = repr([(s.name, span_attributes(s), [e.name for e in s.events])
-                  for _, s in otlp_receiver.spans])
+    spans = repr(
+        [(s.name, span_attributes(s), [e.name for e in s.events]) for _, s in otlp_receiver.spans]
+    )
     for secret in secrets:
         assert secret not in output
         assert secret not in metrics
@@ -276,34 +356,35 @@ def test_sigterm_drains_backlog_and_accounts_every_task(start_service: Any, tmp_
     service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_SHUTDOWN_GRACE_SECONDS="0.3")
     accepted: list[str] = []
     refused = 0
+    readiness: list[int] = []
     with httpx.Client(base_url=service.url, timeout=10) as client:
         for _ in range(500):
-            accepted += client.post("/advanced-notification/a@example.com",
-                                    params={"q": "x"}).json()["task_ids"]
+            accepted += client.post(
+                "/advanced-notification/a@example.com", params={"q": "x"}
+            ).json()["task_ids"]
         service.process.send_signal(signal.SIGTERM)
         reader = FifoReader(fifo)
         for _ in range(100_000):  # until the server stops listening
             try:
                 response = client.post("/safe-notify")
+                readiness.append(client.get("/readyz").status_code)
             except httpx.TransportError:
                 break
             if response.status_code == 200:
                 accepted += response.json()["task_ids"]
-            elif response.status_code == 503:
-                refused += 1
-                assert response.json()["reason"] == "shutdown"
-                assert client.get("/readyz").status_code == 503
             else:
-                break
+                assert response.status_code == 503
+                assert response.json()["reason"] == "shutdown"
+                refused += 1
     assert service.process.wait(30) in (0, -signal.SIGTERM)
     logs = service.logs()
     terminal = {"task.succeeded", "task.failed", "task.timed_out", "task.dropped"}
-    outcome_of = {line["task_id"]: line["event"] for line in logs
-                  if line.get("event") in terminal}
+    outcome_of = {line["task_id"]: line["event"] for line in logs if line.get("event") in terminal}
     assert set(accepted) <= set(outcome_of)  # every accepted task ended somewhere
     succeeded = [t for t in accepted if outcome_of[t] == "task.succeeded"]
-    dropped = [line for line in logs if line.get("event") == "task.dropped"
-               and line["task_id"] in accepted]
+    dropped = [
+        line for line in logs if line.get("event") == "task.dropped" and line["task_id"] in accepted
+    ]
     assert all(line["reason"] == "shutdown" and line["task"] for line in dropped)
     interrupted = [t for t in accepted if outcome_of[t] == "task.failed"]
     reader.deadline = 0
@@ -313,4 +394,5 @@ def test_sigterm_drains_backlog_and_accounts_every_task(start_service: Any, tmp_
     assert len(succeeded) + len(dropped) + len(interrupted) == len(accepted) == 1000
     assert dropped, "the burst should have outlasted the grace period"
     assert refused > 0
+    assert 503 in readiness
     assert any(line.get("event") == "shutdown.drained" for line in logs)

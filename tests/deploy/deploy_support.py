@@ -1,7 +1,7 @@
 """Helpers shared by the deployment checks (compose file, Dockerfile, backend configs).
 
 There is no Docker engine where these tests run: files are checked with real validators where
-one is installable (see tools/install-validators.sh) and structurally otherwise. A missing
+one is installable (pyproject dev extras) and structurally otherwise. A missing
 validator is a test failure, never a skip.
 """
 
@@ -53,7 +53,7 @@ def require_tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         pytest.fail(
-            f"validator {name!r} is not installed; run tools/install-validators.sh",
+            f"validator {name!r} is not installed; run `make test` (it installs the dev extras)",
             pytrace=False,
         )
     return found
@@ -161,9 +161,10 @@ def dockerfile_stages(text: str) -> list[list[tuple[str, str]]]:
 
 
 def dockerignore_excludes(patterns: list[str], path: str) -> bool:
-    """Whether .dockerignore patterns exclude `path` (last matching rule wins, `!` re-includes).
+    """Whether .dockerignore patterns exclude `path`, as Docker decides it.
 
-    Like Docker, a path is also excluded when one of its parent folders is.
+    Rules apply in order and the last one that matches wins (`!` re-includes); a rule matches
+    a path when it matches the path itself or one of its parent folders.
     """
     import fnmatch
 
@@ -175,17 +176,13 @@ def dockerignore_excludes(patterns: list[str], path: str) -> bool:
         return fnmatch.fnmatchcase(candidate, pattern)
 
     parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
     excluded = False
-    for depth in range(1, len(parts) + 1):
-        candidate = "/".join(parts[:depth])
-        for raw in patterns:
-            negate = raw.startswith("!")
-            pattern = raw[1:] if negate else raw
-            if matches(pattern.strip("/"), candidate):
-                excluded = not negate
-        if excluded and depth < len(parts):
-            # Docker still re-includes children of an excluded folder through `!` rules.
-            continue
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = (raw[1:] if negate else raw).strip("/")
+        if any(matches(pattern, prefix) for prefix in prefixes):
+            excluded = not negate
     return excluded
 
 

@@ -335,3 +335,22 @@ def test_collector_reads_docker_logs_read_only(compose: dict[str, Any]) -> None:
     entries = {t: ro for _s, t, ro in _volume_entries(collector)}
     assert entries[DOCKER_LOGS] is True
     assert "contrib" in collector["image"]
+
+
+def test_prometheus_rule_files_resolve_inside_the_container(compose: dict[str, Any]) -> None:
+    """Each rule_files entry of prometheus.yml lands on a mounted, committed rules file."""
+    import posixpath
+
+    prom = compose["services"]["prometheus"]
+    mounts = {t: s for s, t, _ in _volume_entries(prom) if s.startswith("./")}
+    config_target = "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load((REPO / mounts[config_target]).read_text(encoding="utf-8"))
+    rule_files = config.get("rule_files") or []
+    assert rule_files, "prometheus.yml loads no rules"
+    for entry in rule_files:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(config_target), entry))
+        mount = next((t for t in mounts if target == t or target.startswith(t + "/")), None)
+        assert mount, f"{entry} -> {target} is not inside a mount"
+        source = REPO / (mounts[mount] + target[len(mount) :])
+        matches = list(source.parent.glob(source.name))
+        assert matches, f"{entry}: nothing at {source}"

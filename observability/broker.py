@@ -1,0 +1,172 @@
+"""The Celery backend: the API publishes envelopes to the broker (with their trace context),
+workers run them through the same instrumented runner."""
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
+from starlette.concurrency import run_in_threadpool
+
+from observability import names
+from observability.dispatch import Admission, BackendUnavailable, TaskCall
+from observability.envelope import TaskEnvelope
+from observability.logs import get_logger
+from observability.runner import TaskFunction, TaskRunner
+
+RUN_TASK = "background_task.run"
+POLL_SECONDS = 2.0
+
+
+class TaskTimeout(TimeoutError):
+    """A Celery soft time limit, reported as outcome ``timeout``."""
+
+
+def envelope_from_message(payload: dict[str, Any]) -> TaskEnvelope:
+    return TaskEnvelope(
+        name=str(payload["name"]),
+        args=tuple(payload.get("args", ())),
+        kwargs=dict(payload.get("kwargs", {})),
+        id=str(payload["id"]),
+        enqueued_at=float(payload["enqueued_at"]),
+        trace_context=dict(payload.get("trace_context", {})),
+    )
+
+
+class CeleryBackend:
+    """Publishes each accepted task before the response (a broker failure is a 503 with
+    ``reason=enqueue_error``, never a silent loss) and watches the queue depth on Redis."""
+
+    name = "celery"
+
+    def __init__(self, runner: TaskRunner, app: Celery, queue: str) -> None:
+        self.runner = runner
+        self.app = app
+        self.queue = queue
+        self._accepting = False
+        self._broker_ok = False
+        self._poller: asyncio.Task[None] | None = None
+        self.log = get_logger("observability.broker", backend=self.name)
+        runner.metrics.declare_queue(self.name, queue, 0)
+
+    async def start(self) -> None:
+        self._accepting = True
+        self._poller = asyncio.create_task(self._poll(), name="celery-queue-poller")
+
+    def ready(self) -> bool:
+        return self._accepting and self._broker_ok
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def drain(self, grace: float) -> None:
+        """Nothing to drain here: accepted tasks wait in the broker for the workers."""
+        self.stop_accepting()
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+
+    async def admit(self, calls: Sequence[TaskCall]) -> Admission:
+        if not self._accepting:
+            raise BackendUnavailable(names.REASON_SHUTDOWN, "the service is shutting down")
+        published = await run_in_threadpool(self._publish, calls)
+        if len(published) < len(calls):
+            raise BackendUnavailable(
+                names.REASON_ENQUEUE_ERROR,
+                f"the broker did not accept {len(calls) - len(published)} task(s)",
+                accepted=published,
+            )
+        return Admission(calls, lambda _: None)
+
+    def _publish(self, calls: Sequence[TaskCall]) -> list[str]:
+        published: list[str] = []
+        for call in calls:
+            envelope = call.envelope
+            try:
+                self.app.send_task(
+                    RUN_TASK, args=[asdict(envelope)], task_id=envelope.id, queue=self.queue
+                )
+            except Exception as exc:
+                self.log.error(
+                    "broker.publish_failed",
+                    task=envelope.name,
+                    task_id=envelope.id,
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                )
+                break
+            published.append(envelope.id)
+            self.runner.accepted(envelope)
+        return published
+
+    async def _poll(self) -> None:
+        while True:
+            depth, oldest, ok = await run_in_threadpool(self._queue_state)
+            self._broker_ok = ok
+            self.runner.metrics.queue_depth.labels(self.name, self.queue).set(depth)
+            self.runner.metrics.oldest_pending.labels(self.name, self.queue).set(oldest)
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _queue_state(self) -> tuple[int, float, bool]:
+        """(depth, enqueue time of the oldest waiting task or 0, broker reachable)."""
+        try:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=1)
+                client = getattr(connection.default_channel, "client", None)
+                if client is None:  # not Redis: depth unknown
+                    return 0, 0.0, True
+                depth = int(client.llen(self.queue))
+                raw = client.lindex(self.queue, -1) if depth else None
+                return depth, _enqueued_at(raw), True
+        except Exception as exc:
+            self.log.warning("broker.unreachable", error_type=type(exc).__name__, error=str(exc))
+            return 0, 0.0, False
+
+
+def _enqueued_at(raw: bytes | None) -> float:
+    """The ``enqueued_at`` of a kombu Redis message (JSON with a base64 JSON body)."""
+    if not raw:
+        return 0.0
+    try:
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        return float(body[0][0]["enqueued_at"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return 0.0
+
+
+class WorkerRuntime:
+    """What a worker process runs tasks with; built once, when the worker starts."""
+
+    def __init__(self, runner: TaskRunner, resolve: Callable[[str], TaskFunction]) -> None:
+        self.runner = runner
+        self.resolve = resolve
+        self._lock = threading.Lock()
+
+    def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+        envelope = envelope_from_message(payload)
+        func = self.resolve(envelope.name)
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            try:
+                func(*args, **kwargs)
+            except SoftTimeLimitExceeded as exc:
+                raise TaskTimeout(f"task exceeded its {self.runner.timeout:g}s timeout") from exc
+
+        started = time.time()
+        outcome = self.runner.run_sync(envelope, call)
+        return {"outcome": outcome, "started_at": started, "finished_at": time.time()}
+
+
+def register_run_task(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
+    """Register the one Celery task that runs envelopes through ``runtime()``."""
+
+    @app.task(name=RUN_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def run(payload: dict[str, Any]) -> dict[str, Any]:
+        return runtime().run(payload)

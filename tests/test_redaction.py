@@ -1,0 +1,31 @@
+"""Masking of e-mail addresses and phone numbers."""
+
+import pytest
+
+from observability.redaction import mask, mask_value
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("user@example.com", "u***@example.com"),
+        ("to alice.b+x@mail.example.org now", "to a***@mail.example.org now"),
+        (
+            "POST /send-notification/user%40example.com HTTP/1.1",
+            "POST /send-notification/u***%40example.com HTTP/1.1",
+        ),
+        ("+8613812345678", "+86*******5678"),
+        ("phone=%2B8613812345678&msg=hi", "phone=%2B86*******5678&msg=hi"),
+        ("+15551234567:hello", "+15*****4567:hello"),
+        ("no personal data 12345", "no personal data 12345"),
+    ],
+)
+def test_mask(text: str, masked: str) -> None:
+    """E-mails keep their first character and domain; phones their first two and last four."""
+    assert mask(text) == masked
+
+
+def test_mask_value_recurses_into_containers() -> None:
+    """Strings inside dicts, lists and tuples are masked; other values untouched."""
+    value = {"a": ["x@y.io", ("+8613812345678", 3)], "b": 1.5}
+    assert mask_value(value) == {"a": ["x***@y.io", ("+86*******5678", 3)], "b": 1.5}

@@ -1,0 +1,225 @@
+"""The instrumented runner and the in-process backend, driven directly."""
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry
+
+from observability.dispatch import BackendUnavailable, BacklogFull, TaskBatch
+from observability.envelope import TaskEnvelope
+from observability.inprocess import InProcessBackend
+from observability.journal import TaskJournal
+from observability.metrics import TaskMetrics
+from observability.runner import FailureReport, TaskRunner
+
+
+class Harness:
+    def __init__(self, timeout: float = 5.0) -> None:
+        self.registry = CollectorRegistry()
+        self.exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reports: list[FailureReport] = []
+        self.journal = TaskJournal(100)
+        self.runner = TaskRunner(
+            backend="inprocess",
+            metrics=TaskMetrics(self.registry),
+            tracer_provider=provider,
+            timeout=timeout,
+            journal=self.journal,
+            failure_sink=self.reports.append,
+        )
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, {"backend": "inprocess", **labels}) or 0.0
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(2)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def test_async_task_timeout_cancels_the_coroutine(executor: ThreadPoolExecutor) -> None:
+    """An async run past the timeout is cancelled and reported as timeout."""
+    harness = Harness(timeout=0.05)
+    cancelled = []
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    outcome = asyncio.run(harness.runner.run_async(TaskEnvelope("slow"), slow, executor))
+    assert outcome == "timeout" and cancelled == [True]
+    assert harness.value("background_task_finished_total", task="slow", outcome="timeout") == 1
+    assert (
+        harness.value("background_task_failures_total", task="slow", exception="TimeoutError") == 1
+    )
+    assert harness.reports[0].outcome == "timeout"
+    (span,) = harness.exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_task_raising_timeout_error_itself_is_a_failure(executor: ThreadPoolExecutor) -> None:
+    """A TimeoutError raised by the task (not the deadline) is a failure, not a timeout."""
+    harness = Harness()
+
+    async def raises() -> None:
+        raise TimeoutError("upstream")
+
+    assert asyncio.run(harness.runner.run_async(TaskEnvelope("t"), raises, executor)) == "failure"
+
+
+def test_span_matches_run_and_records_exception(executor: ThreadPoolExecutor) -> None:
+    """The span spans the run exactly, carries the contract attributes and the exception."""
+    harness = Harness()
+
+    def boom(x: int) -> None:
+        time.sleep(0.02)
+        raise ValueError(f"bad {x} for bob@example.com")
+
+    envelope = TaskEnvelope("boom", (1,))
+    harness.runner.accepted(envelope)
+    asyncio.run(harness.runner.run_async(envelope, boom, executor))
+    (span,) = harness.exporter.get_finished_spans()
+    record = harness.journal.get(envelope.id)
+    assert record is not None and record.state == "failed"
+    assert span.start_time is not None and span.end_time is not None
+    assert (span.end_time - span.start_time) / 1e9 == pytest.approx(
+        record.duration_seconds, abs=0.005
+    )
+    assert span.attributes is not None
+    assert span.attributes["background_task.outcome"] == "failure"
+    (event,) = span.events
+    assert event.name == "exception" and event.attributes is not None
+    assert "bob@example.com" not in str(event.attributes["exception.message"])
+    assert harness.value("background_task_failures_total", task="boom", exception="ValueError") == 1
+
+
+def test_bound_methods_and_partials_are_named_by_function() -> None:
+    """Bound methods, static methods and partials are known by their function name."""
+    import functools
+
+    class Service:
+        def notify(self) -> None: ...
+
+        @staticmethod
+        def sms(x: int) -> None: ...
+
+    batch = TaskBatch()
+    batch.add_task(Service().notify)
+    batch.add_task(Service.sms, 1)
+    batch.add_task(functools.partial(Service.sms, 2))
+    assert [call.envelope.name for call in batch.calls] == ["notify", "sms", "sms"]
+
+
+def run_backend(backend: InProcessBackend, body: Any) -> Any:
+    async def main() -> Any:
+        await backend.start()
+        try:
+            return await body()
+        finally:
+            await backend.drain(1.0)
+
+    return asyncio.run(main())
+
+
+def test_concurrency_limit_and_failures_do_not_stop_others() -> None:
+    """At most `concurrency` runs at once; one failing task does not stop the rest."""
+    harness = Harness()
+    backend = InProcessBackend(harness.runner, concurrency=3, backlog=100)
+    lock = threading.Lock()
+    running = peak = 0
+    done: list[int] = []
+
+    def work(i: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.01)
+        with lock:
+            running -= 1
+        if i == 0:
+            raise RuntimeError("first one fails")
+        done.append(i)
+
+    async def body() -> None:
+        batch = TaskBatch()
+        for i in range(20):
+            batch.add_task(work, i)
+        (await backend.admit(batch.calls)).release()
+        while harness.value("background_task_finished_total", task="work", outcome="success") < 19:
+            await asyncio.sleep(0.01)
+
+    run_backend(backend, body)
+    assert peak == 3
+    assert sorted(done) == list(range(1, 20))
+    assert harness.value("background_task_finished_total", task="work", outcome="failure") == 1
+
+
+def test_admission_is_all_or_nothing() -> None:
+    """A batch that does not fit the backlog is refused whole; nothing is half-accepted."""
+    harness = Harness()
+    backend = InProcessBackend(harness.runner, concurrency=1, backlog=3)
+
+    async def body() -> None:
+        first = TaskBatch()
+        for _ in range(2):
+            first.add_task(time.sleep, 0)
+        admission = await backend.admit(first.calls)
+        second = TaskBatch()
+        for _ in range(2):
+            second.add_task(time.sleep, 0)
+        with pytest.raises(BacklogFull):
+            await backend.admit(second.calls)
+        assert harness.value("background_task_queue_depth", queue="default") == 2
+        admission.release()
+
+    run_backend(backend, body)
+    assert harness.value("background_task_enqueued_total", task="sleep") == 2
+
+
+def test_drain_drops_what_never_ran_and_refuses_new_work() -> None:
+    """After the grace period, pending tasks are dropped with reason shutdown; no new work."""
+    harness = Harness()
+    backend = InProcessBackend(harness.runner, concurrency=1, backlog=100)
+
+    async def body() -> None:
+        batch = TaskBatch()
+        for _ in range(5):
+            batch.add_task(asyncio.sleep, 0.2)
+        (await backend.admit(batch.calls)).release()
+        await asyncio.sleep(0.05)
+        await backend.drain(0.1)
+        with pytest.raises(BackendUnavailable):
+            await backend.admit(TaskBatch().calls)
+
+    run_backend(backend, body)
+    assert harness.value("background_task_dropped_total", task="sleep", reason="shutdown") == 4
+    assert harness.value("background_task_finished_total", task="sleep", outcome="failure") == 1
+    assert harness.value("background_task_queue_depth", queue="default") == 0
+    assert not backend.ready()
+
+
+def test_journal_forgets_oldest() -> None:
+    """The journal keeps only its capacity of most recent tasks."""
+    from observability.journal import TaskRecord
+
+    journal = TaskJournal(2)
+    for i in range(3):
+        journal.add(TaskRecord(str(i), "t", "inprocess", "queued", 0.0))
+    assert journal.get("0") is None and journal.get("2") is not None and len(journal) == 2
