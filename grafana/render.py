@@ -25,9 +25,10 @@ import httpx
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.gridspec import GridSpec  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+from matplotlib.gridspec import GridSpec
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE.parent / "docs" / "img"
@@ -99,10 +100,13 @@ def _draw_timeseries(ax: Any, panel: dict[str, Any], prom: Prometheus,
             ax.plot(xs, [v for _, v in points], linewidth=1.2,
                     label=legend(target.get("legendFormat", ""), series["metric"]))
             drawn += 1
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    ax.set_xlim(mdates.date2num(_utc(start)), mdates.date2num(_utc(end)))
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if end - start < 1800
+                                                      else "%H:%M"))
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
     if unit == "percentunit":
-        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
     elif unit:
         ax.set_ylabel(unit, fontsize=7)
     if drawn and drawn <= 8:
@@ -121,11 +125,12 @@ def _draw_bars(ax: Any, panel: dict[str, Any], prom: Prometheus, variables: dict
                 names.append(legend(target.get("legendFormat", ""), series["metric"]))
                 values.append(value)
     if names:
-        ax.barh(names, values, color="tab:blue")
+        positions = range(len(names))
+        ax.barh(positions, values, color="tab:blue", alpha=0.35)
+        ax.set_yticks([])
         ax.invert_yaxis()
-        ax.tick_params(axis="y", labelsize=7)
-        for i, value in enumerate(values):
-            ax.text(value, i, f" {value:.3g}", va="center", fontsize=7)
+        for i, (name, value) in enumerate(zip(names, values, strict=True)):
+            ax.text(0, i, f" {name}: {value:.3g}", va="center", fontsize=8)
     return len(names)
 
 
@@ -143,10 +148,10 @@ def render(model: dict[str, Any], prom: Prometheus, out: Path, *, range_seconds:
     step = max(range_seconds / 240, 1.0)
     values = {**ALL, **variables, "__rate_interval": rate_interval,
               "__interval": f"{int(step)}s", "__range": f"{int(range_seconds)}s"}
-    panels = [p for p in model["panels"]]
+    panels = list(model["panels"])
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
     fig = plt.figure(figsize=(24 * PANEL_W, height * PANEL_ROW_H + 1))
-    grid = GridSpec(height, 24, figure=fig, hspace=1.6, wspace=1.2,
+    grid = GridSpec(height, 24, figure=fig, hspace=2.2, wspace=1.2,
                     left=0.03, right=0.99, top=1 - 0.9 / (height * PANEL_ROW_H + 1), bottom=0.02)
     fig.suptitle(f"{model['title']} (last {int(range_seconds // 60)} min)", fontsize=14,
                  fontweight="bold")

@@ -3,15 +3,16 @@ workers run them through the same instrumented runner."""
 
 import asyncio
 import base64
+import contextvars
+import functools
 import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from celery import Celery
-from celery.exceptions import SoftTimeLimitExceeded
 from starlette.concurrency import run_in_threadpool
 
 from observability import names
@@ -25,7 +26,7 @@ POLL_SECONDS = 2.0
 
 
 class TaskTimeout(TimeoutError):
-    """A Celery soft time limit, reported as outcome ``timeout``."""
+    """A worker run over the timeout, reported as outcome ``timeout``."""
 
 
 def envelope_from_message(payload: dict[str, Any]) -> TaskEnvelope:
@@ -57,6 +58,7 @@ class CeleryBackend:
 
     async def start(self) -> None:
         self._accepting = True
+        await self._refresh()
         self._poller = asyncio.create_task(self._poll(), name="celery-queue-poller")
 
     def ready(self) -> bool:
@@ -107,11 +109,14 @@ class CeleryBackend:
 
     async def _poll(self) -> None:
         while True:
-            depth, oldest, ok = await run_in_threadpool(self._queue_state)
-            self._broker_ok = ok
-            self.runner.metrics.queue_depth.labels(self.name, self.queue).set(depth)
-            self.runner.metrics.oldest_pending.labels(self.name, self.queue).set(oldest)
             await asyncio.sleep(POLL_SECONDS)
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        depth, oldest, ok = await run_in_threadpool(self._queue_state)
+        self._broker_ok = ok
+        self.runner.metrics.queue_depth.labels(self.name, self.queue).set(depth)
+        self.runner.metrics.oldest_pending.labels(self.name, self.queue).set(oldest)
 
     def _queue_state(self) -> tuple[int, float, bool]:
         """(depth, enqueue time of the oldest waiting task or 0, broker reachable)."""
@@ -142,26 +147,59 @@ def _enqueued_at(raw: bytes | None) -> float:
 
 
 class WorkerRuntime:
-    """What a worker process runs tasks with; built once, when the worker starts."""
+    """What a worker process runs tasks with; built once, when the worker starts.
+
+    Celery's time limits need its prefork pool; workers here use threads (one ``/metrics`` per
+    process), so the timeout is the runner's: the body runs in a thread of its own, is reported
+    ``timeout`` at the deadline, and keeps the Celery slot until it returns (like in-process)."""
 
     def __init__(self, runner: TaskRunner, resolve: Callable[[str], TaskFunction]) -> None:
         self.runner = runner
         self.resolve = resolve
-        self._lock = threading.Lock()
 
     def run(self, payload: dict[str, Any]) -> dict[str, Any]:
         envelope = envelope_from_message(payload)
-        func = self.resolve(envelope.name)
+        body = _Body(self.resolve(envelope.name), envelope.args, envelope.kwargs)
 
-        def call(*args: Any, **kwargs: Any) -> None:
-            try:
-                func(*args, **kwargs)
-            except SoftTimeLimitExceeded as exc:
-                raise TaskTimeout(f"task exceeded its {self.runner.timeout:g}s timeout") from exc
+        def call() -> None:
+            body.start()
+            body.join(self.runner.timeout)
+            if body.is_alive():
+                raise TaskTimeout(f"task exceeded its {self.runner.timeout:g}s timeout")
+            body.reraise()
 
-        started = time.time()
-        outcome = self.runner.run_sync(envelope, call)
-        return {"outcome": outcome, "started_at": started, "finished_at": time.time()}
+        try:
+            outcome = self.runner.run_sync(replace(envelope, args=(), kwargs={}), call)
+        except TaskTimeout:
+            t0 = time.perf_counter()
+            body.join()
+            self.runner.log.warning(
+                names.EVENT_OVERRAN,
+                task=envelope.name,
+                task_id=envelope.id,
+                overran_seconds=time.perf_counter() - t0,
+            )
+            raise
+        return {"outcome": outcome}
+
+
+class _Body(threading.Thread):
+    """A task body in a thread of its own, with the caller's context (current span)."""
+
+    def __init__(self, func: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__(daemon=True, name="task-body")
+        self.func = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.func()
+        except BaseException as exc:
+            self.error = exc
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def register_run_task(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import Span, TracerProvider
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import CollectorRegistry
 
 from observability import names
 from observability.dispatch import Backend, TaskReleaseMiddleware
@@ -94,7 +94,6 @@ def create_app(
     """Build the service: settings, logging, metrics, tracing, backend, routes."""
     settings = settings or Settings()
     configure_logging(settings.log_format, settings.log_level)
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
     registry = registry if registry is not None else new_registry()
     owns_provider = tracer_provider is None
     provider = tracer_provider or create_tracer_provider(settings.service_name)

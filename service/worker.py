@@ -27,8 +27,6 @@ def create_celery_app(settings: Settings) -> Celery:
     app.conf.update(
         task_default_queue=CELERY_QUEUE,
         task_acks_late=True,
-        task_soft_time_limit=settings.task_timeout_seconds,
-        task_time_limit=settings.task_timeout_seconds + 5,
         task_ignore_result=True,
         worker_pool="threads",
         worker_concurrency=settings.task_concurrency,

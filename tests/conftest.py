@@ -133,6 +133,80 @@ def start_service(tmp_path: Path) -> Iterator[Any]:
         service.close()
 
 
+class WorkerProcess:
+    """``celery -A service.worker worker`` in a subprocess, its own /metrics on a free port."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+        self.metrics_port = free_port()
+        self.stdout_path = tmp_path / f"worker-{self.metrics_port}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
+        full_env |= {
+            "PYTHONUNBUFFERED": "1",
+            "NOTIFY_WORKER_METRICS_PORT": str(self.metrics_port),
+        } | env
+        self._stdout = self.stdout_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "service.worker",
+                "worker",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--hostname",
+                f"test-{self.metrics_port}@%h",
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._stdout,
+            stderr=subprocess.STDOUT,
+        )
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.metrics_port}", timeout=10)
+        wait_until(self._ready, timeout=30)
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{self.stdout_path.read_text()}")
+        return "ready." in self.stdout_path.read_text()
+
+    def value(self, name: str, **labels: str) -> float:
+        return sample_value(self.client.get("/metrics").text, name, **labels)
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = self.stdout_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.client.close()
+        self._stdout.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Any]:
+    """Start Celery worker processes (``start_worker(**env)``); stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path, env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.close()
+
+
 class OtlpReceiver:
     """A real OTLP/HTTP trace receiver: decodes ``ExportTraceServiceRequest`` protobufs."""
 

@@ -1,0 +1,146 @@
+"""The Celery backend end to end: real Redis broker, real worker process, real API process,
+spans collected by a real OTLP/HTTP receiver."""
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import (
+    OtlpReceiver,
+    ServiceProcess,
+    WorkerProcess,
+    free_port,
+    otlp_env,
+    span_attributes,
+    wait_until,
+)
+
+REDIS_DB = 9
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    """A Redis database of its own for the test, emptied before and after."""
+    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def stack(
+    start_service: Any,
+    start_worker: Any,
+    broker_url: str,
+    tmp_path: Path,
+    otlp_receiver: OtlpReceiver,
+) -> tuple[ServiceProcess, WorkerProcess]:
+    env = {
+        "NOTIFY_DATA_DIR": str(tmp_path / "data"),
+        "NOTIFY_BROKER_URL": broker_url,
+        "NOTIFY_TASK_TIMEOUT_SECONDS": "1",
+    }
+    worker = start_worker(**env, **otlp_env(otlp_receiver))
+    api = start_service(NOTIFY_TASK_BACKEND="celery", **env, **otlp_env(otlp_receiver))
+    return api, worker
+
+
+def finished(worker: WorkerProcess, task: str, outcome: str) -> float:
+    return worker.value(
+        "background_task_finished_total", task=task, backend="celery", outcome=outcome
+    )
+
+
+def test_worker_runs_tasks_and_continues_the_request_trace(
+    stack: tuple[ServiceProcess, WorkerProcess], otlp_receiver: OtlpReceiver
+) -> None:
+    """Tasks published by the API run on the worker; its span continues the request's trace."""
+    api, worker = stack
+    assert api.client.get("/readyz").status_code == 200
+    task_id = api.client.post("/send-notification/a@example.com").json()["task_ids"][0]
+    api.client.post("/send-sms", params={"phone": "+8613812345678", "msg": "hi"})
+    wait_until(lambda: finished(worker, "write_log", "success") == 1)
+    wait_until(lambda: finished(worker, "sms_task", "success") == 1)
+    assert (api.data_dir / "log.txt").read_text() == "message to a@example.com\n"
+    assert (api.data_dir / "sms_log.txt").read_text() == "+8613812345678:hi\n"
+    assert api.value("background_task_enqueued_total", task="write_log", backend="celery") == 1
+    assert worker.value("background_task_capacity", backend="celery") == 8
+    task_span = wait_until(lambda: otlp_receiver.named("background_task write_log"))[0]
+    server = wait_until(lambda: otlp_receiver.named("POST /send-notification"))[0]
+    assert task_span.trace_id == server.trace_id
+    assert task_span.parent_span_id == server.span_id
+    attributes = span_attributes(task_span)
+    assert attributes["background_task.backend"] == "celery"
+    assert attributes["background_task.id"] == task_id
+    started = [e for e in worker.logs() if e.get("event") == "task.started"]
+    assert started[0]["trace_id"] == task_span.trace_id.hex()
+
+
+def test_worker_failure_and_timeout_are_reported(
+    stack: tuple[ServiceProcess, WorkerProcess],
+) -> None:
+    """On the worker a failing run counts by exception; a run over the limit is a timeout."""
+    api, worker = stack
+    (api.data_dir / "log.txt").mkdir()
+    api.client.post("/safe-notify")
+    wait_until(lambda: finished(worker, "safe_write_log", "failure") == 1)
+    assert (
+        worker.value(
+            "background_task_failures_total",
+            task="safe_write_log",
+            backend="celery",
+            exception="IsADirectoryError",
+        )
+        == 1
+    )
+    assert "IsADirectoryError" in (api.data_dir / "error.log").read_text()
+    (api.data_dir / "log.txt").rmdir()
+    os.mkfifo(api.data_dir / "log.txt")  # opening it blocks past the 1 s soft time limit
+    api.client.post("/safe-notify")
+    wait_until(lambda: finished(worker, "safe_write_log", "timeout") == 1)
+    timed_out = [e for e in worker.logs() if e.get("event") == "task.timed_out"]
+    assert timed_out[0]["error_type"] == "TaskTimeout"
+
+
+def test_queue_depth_and_oldest_pending_come_from_the_broker(
+    start_service: Any, broker_url: str, tmp_path: Path
+) -> None:
+    """With no worker, published tasks wait in Redis: the API reports depth and oldest age."""
+    api = start_service(NOTIFY_TASK_BACKEND="celery", NOTIFY_BROKER_URL=broker_url)
+    for _ in range(3):
+        assert api.client.post("/safe-notify").status_code == 200
+    labels = {"backend": "celery", "queue": "celery"}
+    wait_until(lambda: api.value("background_task_queue_depth", **labels) == 3, timeout=10)
+    oldest = api.value("background_task_oldest_pending_timestamp_seconds", **labels)
+    assert oldest > 0
+
+
+def test_unreachable_broker_is_503_enqueue_error(start_service: Any) -> None:
+    """With the broker down, requests get 503 (reason enqueue_error), counted; not ready."""
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    api = start_service(
+        NOTIFY_TASK_BACKEND="celery", NOTIFY_BROKER_URL=f"redis://127.0.0.1:{port}/0"
+    )
+    response = api.client.post("/send-notification/a@example.com")
+    assert response.status_code == 503
+    assert response.json()["reason"] == "enqueue_error"
+    assert (
+        api.value(
+            "background_task_dropped_total",
+            task="write_log",
+            backend="celery",
+            reason="enqueue_error",
+        )
+        == 1
+    )
+    wait_until(lambda: api.client.get("/readyz").status_code == 503)
+    _ = free_port
