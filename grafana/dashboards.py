@@ -21,7 +21,9 @@ from grafana_foundation_sdk.builders import bargauge, logs, loki, stat, timeseri
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
     DashboardLinkType,
@@ -72,7 +74,7 @@ def _target(expr: str, legend: str = "", ref: str = "A", *, exemplar: bool = Fal
 
 
 def _refs(targets: list[tuple[str, str]], *,
-          exemplar_on: int | None = None) -> list[prom.Dataquery]:
+          exemplar_on: int | None = None) -> list[Builder[Dataquery]]:
     return [
         _target(expr, legend, chr(ord("A") + i), exemplar=(i == exemplar_on))
         for i, (expr, legend) in enumerate(targets)

@@ -96,14 +96,14 @@ def _draw_timeseries(ax: Any, panel: dict[str, Any], prom: Prometheus,
             points = [(t, v) for t, v in points if math.isfinite(v)]
             if not points:
                 continue
-            xs = [mdates.date2num(_utc(t)) for t, _ in points]
+            xs = [_utc(t) for t, _ in points]
             ax.plot(xs, [v for _, v in points], linewidth=1.2,
                     label=legend(target.get("legendFormat", ""), series["metric"]))
             drawn += 1
-    ax.set_xlim(mdates.date2num(_utc(start)), mdates.date2num(_utc(end)))
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if end - start < 1800
-                                                      else "%H:%M"))
+    ax.set_xlim(_utc(start), _utc(end))
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(
+        mdates.DateFormatter("%H:%M:%S" if end - start < 1800 else "%H:%M"))  # type: ignore[no-untyped-call]
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
     if unit == "percentunit":
         ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
@@ -151,7 +151,7 @@ def render(model: dict[str, Any], prom: Prometheus, out: Path, *, range_seconds:
     panels = list(model["panels"])
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
     fig = plt.figure(figsize=(24 * PANEL_W, height * PANEL_ROW_H + 1))
-    grid = GridSpec(height, 24, figure=fig, hspace=2.2, wspace=1.2,
+    grid = GridSpec(height, 24, figure=fig, hspace=1.0, wspace=1.2,
                     left=0.03, right=0.99, top=1 - 0.9 / (height * PANEL_ROW_H + 1), bottom=0.02)
     fig.suptitle(f"{model['title']} (last {int(range_seconds // 60)} min)", fontsize=14,
                  fontweight="bold")
@@ -162,7 +162,7 @@ def render(model: dict[str, Any], prom: Prometheus, out: Path, *, range_seconds:
             ax.axis("off")
             ax.text(0, 0.5, panel["title"], fontsize=11, fontweight="bold", va="center")
             continue
-        rows = slice(pos["y"], pos["y"] + pos["h"])
+        rows = slice(pos["y"], pos["y"] + pos["h"] - 1)  # last grid row: tick labels
         ax = fig.add_subplot(grid[rows, pos["x"]:pos["x"] + pos["w"]])
         ax.set_title(panel["title"], fontsize=9, loc="left")
         ax.tick_params(labelsize=7)

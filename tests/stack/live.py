@@ -240,7 +240,7 @@ def local_stack(workdir: Path, prometheus_bin: str = "/usr/bin/prometheus",
         def api_scraped() -> bool:
             prometheus.check_alive()
             return any(t["labels"].get("job") == "api" and t["health"] == "up"
-                       for t in prom.targets())  # type: ignore[union-attr]
+                       for t in prom.targets())
 
         wait_for(api_scraped, 60, "Prometheus to scrape the API")
         yield LocalStack(api_url, instance, data_dir, api, prometheus, prom)

@@ -1,5 +1,7 @@
 """Grafana dashboards as code: generated JSON is committed, consistent and uses real names."""
 
+from typing import Any
+
 import pytest
 
 from tests.stack.dashboards_util import (
@@ -19,11 +21,11 @@ EXPECTED = {"background-tasks.json": "background-tasks", "http-service.json": "h
 
 
 @pytest.fixture(scope="module")
-def generated() -> dict[str, dict[str, object]]:
+def generated() -> dict[str, dict[str, Any]]:
     return dashboards_module().build_dashboards()  # type: ignore[no-any-return]
 
 
-def test_committed_json_matches_generator(generated: dict[str, dict[str, object]]) -> None:
+def test_committed_json_matches_generator(generated: dict[str, dict[str, Any]]) -> None:
     """grafana/dashboards/*.json is exactly what grafana/dashboards.py generates."""
     module = dashboards_module()
     committed = committed_dashboards()
@@ -34,32 +36,32 @@ def test_committed_json_matches_generator(generated: dict[str, dict[str, object]
         assert text == module.render_json(model), f"{name} formatting differs"
 
 
-def test_dashboard_uids_and_panel_ids(generated: dict[str, dict[str, object]]) -> None:
+def test_dashboard_uids_and_panel_ids(generated: dict[str, dict[str, Any]]) -> None:
     """Each dashboard has its fixed uid, titled panels and distinct panel ids."""
     for name, model in generated.items():
         assert model["uid"] == EXPECTED[name]
-        ids = [p["id"] for p in panels(model)]  # type: ignore[arg-type]
+        ids = [p["id"] for p in panels(model)]
         assert len(ids) == len(set(ids)) and 0 not in ids
-        assert all(p.get("title") for p in panels(model))  # type: ignore[arg-type]
+        assert all(p.get("title") for p in panels(model))
 
 
-def test_targets_use_provisioned_datasources(generated: dict[str, dict[str, object]]) -> None:
+def test_targets_use_provisioned_datasources(generated: dict[str, dict[str, Any]]) -> None:
     """Every panel and target refers to a datasource uid provisioned with the right type."""
     provisioned = provisioned_datasources()
     assert {"prometheus", "tempo", "loki"} <= set(provisioned)
     for model in generated.values():
         seen = 0
-        for panel, target in targets(model):  # type: ignore[arg-type]
+        for panel, target in targets(model):
             for ref in (panel.get("datasource"), target.get("datasource")):
                 assert ref, f"{panel['title']}: no datasource"
-                uid, kind = resolve_datasource(model, ref)  # type: ignore[arg-type]
+                uid, kind = resolve_datasource(model, ref)
                 assert provisioned.get(uid) == kind, f"{panel['title']}: {uid} ({kind})"
                 seen += 1
             assert target.get("refId"), f"{panel['title']}: target without refId"
         assert seen
-        for variable in model["templating"]["list"]:  # type: ignore[index]
+        for variable in model["templating"]["list"]:
             if variable.get("datasource"):
-                uid, kind = resolve_datasource(model, variable["datasource"])  # type: ignore[arg-type]
+                uid, kind = resolve_datasource(model, variable["datasource"])
                 assert provisioned.get(uid) == kind
 
 
@@ -78,12 +80,12 @@ def test_datasource_links_point_at_provisioned_uids() -> None:
 
 
 def test_dashboard_queries_name_only_known_metrics(
-    generated: dict[str, dict[str, object]],
+    generated: dict[str, dict[str, Any]],
 ) -> None:
     """Dashboard PromQL selects only contract metrics, recording rules or `up`."""
     allowed = allowed_metric_names()
     for name, model in generated.items():
-        exprs = prometheus_exprs(model)  # type: ignore[arg-type]
+        exprs = prometheus_exprs(model)
         assert exprs
         for expr in exprs:
             unknown = metric_names(expr) - allowed
@@ -98,22 +100,22 @@ def test_rules_name_only_known_metrics() -> None:
         assert not unknown, f"{expr!r} selects unknown {sorted(unknown)}"
 
 
-def test_dashboards_use_recording_rules(generated: dict[str, dict[str, object]]) -> None:
+def test_dashboards_use_recording_rules(generated: dict[str, dict[str, Any]]) -> None:
     """Both dashboards read some recorded series rather than recomputing them."""
     from tests.stack.dashboards_util import recording_rule_names
 
     recorded = recording_rule_names()
     for name, model in generated.items():
-        used = set().union(*(metric_names(e) for e in prometheus_exprs(model)))  # type: ignore[arg-type]
+        used = set().union(*(metric_names(e) for e in prometheus_exprs(model)))
         assert used & recorded, name
 
 
-def test_logs_panels_query_loki_by_trace_id(generated: dict[str, dict[str, object]]) -> None:
+def test_logs_panels_query_loki_by_trace_id(generated: dict[str, dict[str, Any]]) -> None:
     """Each dashboard has a Loki logs panel filtered by the trace_id textbox variable."""
     for name, model in generated.items():
-        variables = {v["name"]: v for v in model["templating"]["list"]}  # type: ignore[index]
+        variables = {v["name"]: v for v in model["templating"]["list"]}
         assert variables["trace_id"]["type"] == "textbox"
-        logs = [p for p in panels(model) if p["type"] == "logs"]  # type: ignore[arg-type]
+        logs = [p for p in panels(model) if p["type"] == "logs"]
         assert logs, name
         for panel in logs:
             assert panel["datasource"]["uid"] == "loki"

@@ -197,3 +197,21 @@ def test_exemplars_reach_prometheus_with_trace_ids(stack: LocalStack) -> None:
     trace_ids = [e["labels"].get("trace_id", "") for s in series for e in s["exemplars"]]
     assert trace_ids
     assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids), trace_ids[:3]
+
+
+def test_render_draws_every_dashboard(stack: LocalStack, tmp_path: Path) -> None:
+    """grafana/render.py draws a PNG of each dashboard from the live Prometheus."""
+    import importlib.util
+
+    from tests.stack.conftest import GRAFANA_DIR
+
+    spec = importlib.util.spec_from_file_location("notification_grafana_render",
+                                                  GRAFANA_DIR / "render.py")
+    assert spec is not None and spec.loader is not None
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    paths = render.render_all(stack.prom.url, tmp_path, range_seconds=120, rate_interval="15s")
+    assert sorted(p.name for p in paths) == ["background-tasks.png", "http-service.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 50_000
