@@ -109,8 +109,8 @@ def _draw_timeseries(ax: Any, panel: dict[str, Any], prom: Prometheus,
         ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
     elif unit:
         ax.set_ylabel(unit, fontsize=7)
-    if drawn and drawn <= 8:
-        ax.legend(fontsize=6, loc="upper left")
+    if drawn:
+        ax.legend(fontsize=6, loc="upper left", ncol=1 + (drawn - 1) // 8)
     return drawn
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from celery import Celery
+from celery.result import AsyncResult
 from starlette.concurrency import run_in_threadpool
 
 from observability import names
@@ -23,6 +24,7 @@ from observability.runner import TaskFunction, TaskRunner
 
 RUN_TASK = "background_task.run"
 POLL_SECONDS = 2.0
+TIMED_OUT = "TIMED_OUT"  # a custom Celery state: reported timeout, body still running
 
 
 class TaskTimeout(TimeoutError):
@@ -73,6 +75,37 @@ class CeleryBackend:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
+
+    async def lookup(self, task_id: str) -> dict[str, Any] | None:
+        """What the workers reported of a task (Celery result backend), or None if nothing."""
+        return await run_in_threadpool(self._lookup, task_id)
+
+    def _lookup(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            result = AsyncResult(task_id, app=self.app)
+            state, value = result.state, result.result
+        except Exception as exc:
+            self.log.warning("broker.lookup_failed", task_id=task_id, error_type=type(exc).__name__)
+            return None
+        if state == "STARTED":
+            return {"state": "running"}
+        if state == "SUCCESS" and isinstance(value, dict):
+            started = float(value["started_at"])
+            duration = float(value["duration_seconds"])
+            return {
+                "state": "succeeded",
+                "started_at": started,
+                "finished_at": started + duration,
+                "duration_seconds": duration,
+                "queue_wait_seconds": value.get("queue_wait_seconds"),
+            }
+        if state == TIMED_OUT:
+            return {"state": "timed_out", "error_type": "TaskTimeout"}
+        if state == "FAILURE":
+            error_type = type(value).__name__
+            timed_out = isinstance(value, TimeoutError) or error_type == "TaskTimeout"
+            return {"state": "timed_out" if timed_out else "failed", "error_type": error_type}
+        return None
 
     async def admit(self, calls: Sequence[TaskCall]) -> Admission:
         if not self._accepting:
@@ -157,7 +190,9 @@ class WorkerRuntime:
         self.runner = runner
         self.resolve = resolve
 
-    def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def run(self, payload: dict[str, Any], report: Callable[[str], None]) -> dict[str, Any]:
+        """Run one message; ``report(state)`` publishes an interim state (a timed-out run whose
+        body is still running) to the result backend."""
         envelope = envelope_from_message(payload)
         body = _Body(self.resolve(envelope.name), envelope.args, envelope.kwargs)
 
@@ -169,8 +204,9 @@ class WorkerRuntime:
             body.reraise()
 
         try:
-            outcome = self.runner.run_sync(replace(envelope, args=(), kwargs={}), call)
+            run = self.runner.run_sync(replace(envelope, args=(), kwargs={}), call)
         except TaskTimeout:
+            report(TIMED_OUT)
             t0 = time.perf_counter()
             body.join()
             self.runner.log.warning(
@@ -180,7 +216,12 @@ class WorkerRuntime:
                 overran_seconds=time.perf_counter() - t0,
             )
             raise
-        return {"outcome": outcome}
+        return {
+            "outcome": run.outcome,
+            "started_at": run.started_at,
+            "duration_seconds": run.duration,
+            "queue_wait_seconds": run.queue_wait,
+        }
 
 
 class _Body(threading.Thread):
@@ -205,6 +246,6 @@ class _Body(threading.Thread):
 def register_run_task(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
     """Register the one Celery task that runs envelopes through ``runtime()``."""
 
-    @app.task(name=RUN_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
-    def run(payload: dict[str, Any]) -> dict[str, Any]:
-        return runtime().run(payload)
+    @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def run(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        return runtime().run(payload, lambda state: task.update_state(state=state))

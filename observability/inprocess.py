@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from observability import names
 from observability.dispatch import Admission, BackendUnavailable, BacklogFull, TaskCall
@@ -75,6 +76,10 @@ class InProcessBackend:
             self.runner.dropped(call.envelope, names.REASON_SHUTDOWN)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def lookup(self, task_id: str) -> dict[str, Any] | None:
+        """The journal knows everything of in-process tasks: nothing to add."""
+        return None
 
     # -- admission ----------------------------------------------------------------------------
 

@@ -67,11 +67,12 @@ class Run:
         self.queue_wait = max(0.0, self.started_at - envelope.enqueued_at)
         self._t0 = time.perf_counter()
         self.outcome: str | None = None
+        self.duration: float | None = None
 
     def finish(self, outcome: str, error: BaseException | None = None) -> float:
         """Record the end of the run; returns its duration in seconds."""
         duration = time.perf_counter() - self._t0
-        self.outcome = outcome
+        self.outcome, self.duration = outcome, duration
         self.runner._record_finish(self, outcome, duration, error)
         return duration
 
@@ -335,7 +336,7 @@ class TaskRunner:
                 error_type=type(error).__name__ if error else None,
             )
 
-    def run_sync(self, envelope: TaskEnvelope, func: TaskFunction) -> str:
+    def run_sync(self, envelope: TaskEnvelope, func: TaskFunction) -> Run:
         """Run ``func`` in this thread (Celery workers); the backend enforces the time limit and
         ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``."""
         run = self.begin(envelope)
@@ -349,7 +350,7 @@ class TaskRunner:
                 run.finish(names.OUTCOME_FAILURE, exc)
                 raise
             run.finish(names.OUTCOME_SUCCESS)
-        return names.OUTCOME_SUCCESS
+        return run
 
 
 def _is_async_callable(func: TaskFunction) -> bool:

@@ -88,7 +88,10 @@ def build_router(settings: Settings) -> APIRouter:
     async def get_task(task_id: Annotated[str, Path(max_length=64)], request: Request) -> Any:
         journal = request.app.state.task_journal
         record = journal.get(task_id)
-        if record is None:
+        found = record.as_dict() if record is not None else {}
+        if found.get("state") in (None, "queued"):  # a worker may know more
+            found |= await request.app.state.task_backend.lookup(task_id) or {}
+        if not found:
             return JSONResponse(
                 {
                     "detail": f"task {task_id!r} is not known: never enqueued here, or older than "
@@ -96,7 +99,7 @@ def build_router(settings: Settings) -> APIRouter:
                 },
                 status_code=404,
             )
-        return record.as_dict()
+        return {"id": task_id} | found
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:

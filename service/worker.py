@@ -27,7 +27,12 @@ def create_celery_app(settings: Settings) -> Celery:
     app.conf.update(
         task_default_queue=CELERY_QUEUE,
         task_acks_late=True,
-        task_ignore_result=True,
+        result_backend=settings.broker_url,
+        result_expires=24 * 3600,
+        redis_socket_connect_timeout=2,
+        redis_socket_timeout=5,
+        result_backend_transport_options={"retry_policy": {"max_retries": 1}},
+        task_track_started=True,
         worker_pool="threads",
         worker_concurrency=settings.task_concurrency,
         worker_prefetch_multiplier=1,

@@ -81,6 +81,15 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     assert attributes["background_task.id"] == task_id
     started = [e for e in worker.logs() if e.get("event") == "task.started"]
     assert started[0]["trace_id"] == task_span.trace_id.hex()
+    record = wait_until(
+        lambda: (
+            api.client.get(f"/tasks/{task_id}").json()
+            if api.client.get(f"/tasks/{task_id}").json()["state"] == "succeeded"
+            else None
+        )
+    )
+    assert record["name"] == "write_log" and record["backend"] == "celery"
+    assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]
 
 
 def test_worker_failure_and_timeout_are_reported(
@@ -89,8 +98,16 @@ def test_worker_failure_and_timeout_are_reported(
     """On the worker a failing run counts by exception; a run over the limit is a timeout."""
     api, worker = stack
     (api.data_dir / "log.txt").mkdir()
-    api.client.post("/safe-notify")
+    failed_id = api.client.post("/safe-notify").json()["task_ids"][0]
     wait_until(lambda: finished(worker, "safe_write_log", "failure") == 1)
+    record = wait_until(
+        lambda: (
+            api.client.get(f"/tasks/{failed_id}").json()
+            if api.client.get(f"/tasks/{failed_id}").json()["state"] == "failed"
+            else None
+        )
+    )
+    assert record["error_type"] == "IsADirectoryError"
     assert (
         worker.value(
             "background_task_failures_total",
@@ -103,8 +120,9 @@ def test_worker_failure_and_timeout_are_reported(
     assert "IsADirectoryError" in (api.data_dir / "error.log").read_text()
     (api.data_dir / "log.txt").rmdir()
     os.mkfifo(api.data_dir / "log.txt")  # opening it blocks past the 1 s soft time limit
-    api.client.post("/safe-notify")
+    slow_id = api.client.post("/safe-notify").json()["task_ids"][0]
     wait_until(lambda: finished(worker, "safe_write_log", "timeout") == 1)
+    wait_until(lambda: api.client.get(f"/tasks/{slow_id}").json()["state"] == "timed_out")
     timed_out = [e for e in worker.logs() if e.get("event") == "task.timed_out"]
     assert timed_out[0]["error_type"] == "TaskTimeout"
 

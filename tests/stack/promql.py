@@ -29,3 +29,21 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(ident)
     return names
+
+
+_BY_LABELS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)")
+_MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def label_names(expr: str) -> set[str]:
+    """Label names an expression groups by or matches on (in by(), on(), {...} matchers)."""
+    text = _STRING.sub('""', expr)
+    names: set[str] = set()
+    for group in _BY_LABELS.findall(text):
+        names.update(part.strip() for part in group.split(",") if part.strip())
+    for matchers in re.findall(r"\{([^{}]*)\}", text):
+        names.update(_MATCHER_LABEL.findall(matchers))
+    match = _LABEL_VALUES.match(expr)
+    if match:
+        names.add(expr.rsplit(",", 1)[1].strip(" )"))
+    return names

@@ -15,8 +15,11 @@ from tests.stack.dashboards_util import (
     rule_exprs,
     targets,
 )
-from tests.stack.promql import metric_names
+from tests.stack.promql import label_names, metric_names
 
+# The Contract's labels, plus those Prometheus adds (job, instance) and histogram buckets (le).
+KNOWN_LABELS = {"task", "backend", "outcome", "exception", "reason", "queue", "method", "route",
+                "status_code", "job", "instance", "le"}
 EXPECTED = {"background-tasks.json": "background-tasks", "http-service.json": "http-service"}
 
 
@@ -122,3 +125,13 @@ def test_logs_panels_query_loki_by_trace_id(generated: dict[str, dict[str, Any]]
             for target in panel["targets"]:
                 assert "$trace_id" in target["expr"]
                 assert 'service_name' in target["expr"] and "| json" in target["expr"]
+
+
+def test_queries_use_only_contract_labels(generated: dict[str, dict[str, Any]]) -> None:
+    """Dashboards and rules group and filter only by contract labels, job, instance and le."""
+    exprs = rule_exprs()
+    for model in generated.values():
+        exprs.extend(prometheus_exprs(model))
+    for expr in exprs:
+        unknown = label_names(expr) - KNOWN_LABELS
+        assert not unknown, f"{expr!r} uses unknown labels {sorted(unknown)}"

@@ -2,6 +2,9 @@
 
 import subprocess
 from collections import defaultdict
+from pathlib import Path
+
+import yaml
 
 from tests.stack.conftest import (
     PROMETHEUS_DIR,
@@ -10,6 +13,7 @@ from tests.stack.conftest import (
     load_yaml,
     rule_groups,
 )
+from tests.stack.live import local_prometheus_config
 
 REQUIRED_ANNOTATIONS = ("summary", "description", "dashboard_url")
 DASHBOARD_UIDS = ("background-tasks", "http-service")
@@ -32,12 +36,14 @@ def test_promtool_check_config(promtool: str) -> None:
 
 
 def test_prometheus_yml_loads_every_rule_file() -> None:
-    """prometheus.yml names exactly the rule files under prometheus/rules/."""
+    """prometheus.yml loads every rule file and scrapes api:8000 and workers found by DNS."""
     config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     named = sorted((PROMETHEUS_DIR / f).resolve() for f in config["rule_files"])
     assert named == [p.resolve() for p in RULE_FILES]
-    jobs = {job["job_name"] for job in config["scrape_configs"]}
-    assert {"api", "worker"} <= jobs
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["api"]["static_configs"] == [{"targets": ["api:8000"]}]
+    assert jobs["worker"]["dns_sd_configs"] == [
+        {"names": ["worker"], "type": "A", "port": 9101, "refresh_interval": "15s"}]
 
 
 def test_promtool_check_rules(promtool: str) -> None:
@@ -93,3 +99,12 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
     assert [n for n in names if not firing[n]] == [], "alerts never tested firing"
     assert [n for n in names if not silent[n]] == [], "alerts never tested silent"
     assert sorted(set(firing) | set(silent)) == names, "tests name alerts that do not exist"
+
+
+def test_local_flavour_of_config_is_valid(promtool: str, tmp_path: Path) -> None:
+    """The localhost config the live test derives from prometheus.yml passes promtool too."""
+    config = local_prometheus_config("127.0.0.1:8000")
+    assert sorted(config["rule_files"]) == sorted(str(p.resolve()) for p in RULE_FILES)
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    _run([promtool, "check", "config", str(path)])

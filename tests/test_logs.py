@@ -1,0 +1,52 @@
+"""Log formats and tracing configuration seen from the outside of a real process."""
+
+import json
+from typing import Any
+
+from tests.conftest import wait_until
+
+
+def test_console_format_is_human_readable(start_service: Any) -> None:
+    """NOTIFY_LOG_FORMAT=console writes key=value lines, not JSON, still masked."""
+    service = start_service(NOTIFY_LOG_FORMAT="console")
+    service.client.post("/send-notification/bob@example.com")
+    wait_until(lambda: "task.succeeded" in service.raw_output())
+    output = service.raw_output()
+    line = next(line for line in output.splitlines() if "task.succeeded" in line)
+    assert "task=write_log" in line and "duration_seconds=" in line
+    assert not line.startswith("{")
+    assert "bob@example.com" not in output and "b***" in output
+
+
+def test_without_exporter_logs_still_carry_trace_ids(start_service: Any) -> None:
+    """With no OTLP endpoint spans are still created: task logs have trace and span ids."""
+    service = start_service()
+    service.client.post("/safe-notify")
+    wait_until(lambda: any(e.get("event") == "task.succeeded" for e in service.logs()))
+    (line,) = [e for e in service.logs() if e.get("event") == "task.succeeded"]
+    assert len(line["trace_id"]) == 32 and len(line["span_id"]) == 16
+
+
+def test_sdk_disabled_creates_no_spans(start_service: Any) -> None:
+    """OTEL_SDK_DISABLED=true: no spans, so no trace ids in logs and no exemplars."""
+    service = start_service(OTEL_SDK_DISABLED="true")
+    service.client.post("/safe-notify")
+    wait_until(lambda: any(e.get("event") == "task.succeeded" for e in service.logs()))
+    assert all("trace_id" not in e for e in service.logs())
+    assert "trace_id" not in service.metrics(openmetrics=True)
+
+
+def test_every_line_is_json_with_the_base_fields(start_service: Any) -> None:
+    """Every stdout line (uvicorn's own and access logs included) is JSON with base fields."""
+    service = start_service()
+    service.client.post("/send-notification/not-an-email")
+    service.client.post("/safe-notify")
+    wait_until(lambda: any(e.get("event") == "task.succeeded" for e in service.logs()))
+    lines = service.raw_output().splitlines()
+    assert lines
+    for line in lines:
+        record = json.loads(line)
+        assert {"timestamp", "level", "event"} <= set(record)
+        assert record["timestamp"].endswith("Z")
+    loggers = {json.loads(line).get("logger") for line in lines}
+    assert {"uvicorn.error", "uvicorn.access", "observability.runner"} <= loggers
