@@ -59,8 +59,9 @@ FINAL_OUTCOMES = 'outcome=~"success|failure|timeout"'
 # --- small helpers --------------------------------------------------------------------------
 
 
-def _target(expr: str, legend: str = "", ref: str = "A", *, exemplar: bool = False,
-            instant: bool = False) -> prom.Dataquery:
+def _target(
+    expr: str, legend: str = "", ref: str = "A", *, exemplar: bool = False, instant: bool = False
+) -> prom.Dataquery:
     query = (
         prom.Dataquery()
         .expr(expr)
@@ -73,8 +74,9 @@ def _target(expr: str, legend: str = "", ref: str = "A", *, exemplar: bool = Fal
     return query.instant() if instant else query.range()
 
 
-def _refs(targets: list[tuple[str, str]], *,
-          exemplar_on: int | None = None) -> list[Builder[Dataquery]]:
+def _refs(
+    targets: list[tuple[str, str]], *, exemplar_on: int | None = None
+) -> list[Builder[Dataquery]]:
     return [
         _target(expr, legend, chr(ord("A") + i), exemplar=(i == exemplar_on))
         for i, (expr, legend) in enumerate(targets)
@@ -99,9 +101,16 @@ def _thresholds(limit: float) -> dash.ThresholdsConfig:
     )
 
 
-def _series(title: str, description: str, unit: str, targets: list[tuple[str, str]], *,
-            exemplar_on: int | None = None, span: int = 12, limit: float | None = None,
-            ) -> timeseries.Panel:
+def _series(
+    title: str,
+    description: str,
+    unit: str,
+    targets: list[tuple[str, str]],
+    *,
+    exemplar_on: int | None = None,
+    span: int = 12,
+    limit: float | None = None,
+) -> timeseries.Panel:
     panel = (
         timeseries.Panel()
         .title(title)
@@ -114,8 +123,11 @@ def _series(title: str, description: str, unit: str, targets: list[tuple[str, st
         .fill_opacity(10)
         .show_points(common.VisibilityMode.NEVER)
         .legend(_legend())
-        .tooltip(common_b.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI)
-                 .sort(common.SortOrder.DESCENDING))
+        .tooltip(
+            common_b.VizTooltipOptions()
+            .mode(common.TooltipDisplayMode.MULTI)
+            .sort(common.SortOrder.DESCENDING)
+        )
         .targets(_refs(targets, exemplar_on=exemplar_on))
     )
     if limit is not None:
@@ -207,38 +219,57 @@ def background_tasks() -> dash.Dashboard:
         .tooltip(1)  # type: ignore[arg-type]  # shared crosshair
         .link(_link("HTTP service", HTTP_SERVICE_UID))
         .with_variable(_datasource_variable())
-        .with_variable(_query_variable(
-            "instance", "instance", "label_values(background_task_capacity, instance)"))
-        .with_variable(_query_variable(
-            "backend", "backend",
-            f"label_values(background_task_capacity{{{SEL_INSTANCE}}}, backend)"))
-        .with_variable(_query_variable(
-            "task", "task",
-            f"label_values(background_task_started_total{{{SEL_BACKEND}}}, task)"))
+        .with_variable(
+            _query_variable(
+                "instance", "instance", "label_values(background_task_capacity, instance)"
+            )
+        )
+        .with_variable(
+            _query_variable(
+                "backend",
+                "backend",
+                f"label_values(background_task_capacity{{{SEL_INSTANCE}}}, backend)",
+            )
+        )
+        .with_variable(
+            _query_variable(
+                "task",
+                "task",
+                f"label_values(background_task_started_total{{{SEL_BACKEND}}}, task)",
+            )
+        )
         .with_variable(_trace_id_variable())
     )
 
     d = d.with_row(dash.Row("Traffic and outcomes"))
-    d = d.with_panel(_series(
-        "Traffic", "Tasks enqueued, started and finished per second (finished by outcome).",
-        "ops",
-        [
-            (f"sum by (backend) ({ENQUEUED_RATE}{{{SEL_TASK}}})", "enqueued {{backend}}"),
-            (f"sum by (backend) ({STARTED_RATE}{{{SEL_TASK}}})", "started {{backend}}"),
-            (f"sum by (outcome) ({FINISHED_RATE}{{{SEL_TASK}}})", "finished {{outcome}}"),
-        ],
-    ))
-    d = d.with_panel(_series(
-        "Failure ratio",
-        "Share of final outcomes that are failure or timeout, per task (objective: at most 5%).",
-        "percentunit",
-        [(
-            f'sum by (task) ({FINISHED_RATE}{{{SEL_TASK}, outcome=~"failure|timeout"}})'
-            f" / sum by (task) ({FINISHED_RATE}{{{SEL_TASK}, {FINAL_OUTCOMES}}})",
-            "{{task}}",
-        )],
-        limit=0.05,
-    ))
+    d = d.with_panel(
+        _series(
+            "Traffic",
+            "Tasks enqueued, started and finished per second (finished by outcome).",
+            "ops",
+            [
+                (f"sum by (backend) ({ENQUEUED_RATE}{{{SEL_TASK}}})", "enqueued {{backend}}"),
+                (f"sum by (backend) ({STARTED_RATE}{{{SEL_TASK}}})", "started {{backend}}"),
+                (f"sum by (outcome) ({FINISHED_RATE}{{{SEL_TASK}}})", "finished {{outcome}}"),
+            ],
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Failure ratio",
+            "Share of final outcomes that are failure or timeout, per task "
+            "(objective: at most 5%).",
+            "percentunit",
+            [
+                (
+                    f'sum by (task) ({FINISHED_RATE}{{{SEL_TASK}, outcome=~"failure|timeout"}})'
+                    f" / sum by (task) ({FINISHED_RATE}{{{SEL_TASK}, {FINAL_OUTCOMES}}})",
+                    "{{task}}",
+                )
+            ],
+            limit=0.05,
+        )
+    )
     d = d.with_panel(
         bargauge.Panel()
         .title("Top exception types")
@@ -249,78 +280,107 @@ def background_tasks() -> dash.Dashboard:
         .unit("short")
         .display_mode(common.BarGaugeDisplayMode.GRADIENT)
         .orientation(common.VizOrientation.HORIZONTAL)
-        .with_target(_target(
-            "topk(10, sum by (exception, task) "
-            f"(increase(background_task_failures_total{{{SEL_TASK}}}[$__range])))",
-            "{{exception}} ({{task}})", instant=True,
-        ))
+        .with_target(
+            _target(
+                "topk(10, sum by (exception, task) "
+                f"(increase(background_task_failures_total{{{SEL_TASK}}}[$__range])))",
+                "{{exception}} ({{task}})",
+                instant=True,
+            )
+        )
     )
-    d = d.with_panel(_series(
-        "Timeouts", "Runs ending with outcome timeout per second, per task.", "ops",
-        [(f'sum by (task) ({FINISHED_RATE}{{{SEL_TASK}, outcome="timeout"}})', "{{task}}")],
-        span=8,
-    ))
-    d = d.with_panel(_series(
-        "Dropped tasks", "Tasks dropped per second, by reason (each one a lost notification).",
-        "ops",
-        [(
-            "sum by (task, reason) "
-            f"(instance_task_backend_reason:background_task_dropped:rate5m{{{SEL_TASK}}})",
-            "{{task}} {{reason}}",
-        )],
-        span=8,
-    ))
+    d = d.with_panel(
+        _series(
+            "Timeouts",
+            "Runs ending with outcome timeout per second, per task.",
+            "ops",
+            [(f'sum by (task) ({FINISHED_RATE}{{{SEL_TASK}, outcome="timeout"}})', "{{task}}")],
+            span=8,
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Dropped tasks",
+            "Tasks dropped per second, by reason (each one a lost notification).",
+            "ops",
+            [
+                (
+                    "sum by (task, reason) "
+                    f"(instance_task_backend_reason:background_task_dropped:rate5m{{{SEL_TASK}}})",
+                    "{{task}} {{reason}}",
+                )
+            ],
+            span=8,
+        )
+    )
 
     d = d.with_row(dash.Row("Latency"))
     duration = f"rate(background_task_duration_seconds_bucket{{{SEL_TASK}}}[$__rate_interval])"
-    d = d.with_panel(_series(
-        "Task duration by outcome",
-        "p50, p95 and p99 run duration by outcome (every outcome, not only successes). "
-        "Exemplars (dots) open the run's trace in Tempo.",
-        "s",
-        [
-            (f"histogram_quantile(0.50, sum by (le, outcome) ({duration}))", "p50 {{outcome}}"),
-            (f"histogram_quantile(0.95, sum by (le, outcome) ({duration}))", "p95 {{outcome}}"),
-            (f"histogram_quantile(0.99, sum by (le, outcome) ({duration}))", "p99 {{outcome}}"),
-        ],
-        exemplar_on=2,
-    ))
+    d = d.with_panel(
+        _series(
+            "Task duration by outcome",
+            "p50, p95 and p99 run duration by outcome (every outcome, not only successes). "
+            "Exemplars (dots) open the run's trace in Tempo.",
+            "s",
+            [
+                (f"histogram_quantile(0.50, sum by (le, outcome) ({duration}))", "p50 {{outcome}}"),
+                (f"histogram_quantile(0.95, sum by (le, outcome) ({duration}))", "p95 {{outcome}}"),
+                (f"histogram_quantile(0.99, sum by (le, outcome) ({duration}))", "p99 {{outcome}}"),
+            ],
+            exemplar_on=2,
+        )
+    )
     wait = (
         f"instance_le_task_backend:background_task_queue_wait_seconds_bucket:rate5m{{{SEL_TASK}}}"
     )
-    d = d.with_panel(_series(
-        "Queue wait",
-        "Time from enqueue to start, p95 and p99 per task (objective: p95 under 10s).",
-        "s",
-        [
-            (f"histogram_quantile(0.95, sum by (le, task) ({wait}))", "p95 {{task}}"),
-            (f"histogram_quantile(0.99, sum by (le, task) ({wait}))", "p99 {{task}}"),
-        ],
-        limit=10,
-    ))
+    d = d.with_panel(
+        _series(
+            "Queue wait",
+            "Time from enqueue to start, p95 and p99 per task (objective: p95 under 10s).",
+            "s",
+            [
+                (f"histogram_quantile(0.95, sum by (le, task) ({wait}))", "p95 {{task}}"),
+                (f"histogram_quantile(0.99, sum by (le, task) ({wait}))", "p99 {{task}}"),
+            ],
+            limit=10,
+        )
+    )
 
     d = d.with_row(dash.Row("Capacity and backlog"))
-    d = d.with_panel(_series(
-        "In progress vs capacity",
-        "Runs in progress and the concurrency limit, per backend; utilisation is their ratio.",
-        "short",
-        [
-            (f"sum by (backend) (background_task_in_progress{{{SEL_TASK}}})",
-             "in progress {{backend}}"),
-            (f"sum by (backend) (background_task_capacity{{{SEL_BACKEND}}})",
-             "capacity {{backend}}"),
-        ],
-        span=8,
-    ))
-    d = d.with_panel(_series(
-        "Utilisation", "Runs in progress divided by capacity, per backend.", "percentunit",
-        [(
-            f"sum by (backend) (background_task_in_progress{{{SEL_BACKEND}}})"
-            f" / sum by (backend) (background_task_capacity{{{SEL_BACKEND}}})",
-            "{{backend}}",
-        )],
-        span=8, limit=0.9,
-    ))
+    d = d.with_panel(
+        _series(
+            "In progress vs capacity",
+            "Runs in progress and the concurrency limit, per backend; utilisation is their ratio.",
+            "short",
+            [
+                (
+                    f"sum by (backend) (background_task_in_progress{{{SEL_TASK}}})",
+                    "in progress {{backend}}",
+                ),
+                (
+                    f"sum by (backend) (background_task_capacity{{{SEL_BACKEND}}})",
+                    "capacity {{backend}}",
+                ),
+            ],
+            span=8,
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Utilisation",
+            "Runs in progress divided by capacity, per backend.",
+            "percentunit",
+            [
+                (
+                    f"sum by (backend) (background_task_in_progress{{{SEL_BACKEND}}})"
+                    f" / sum by (backend) (background_task_capacity{{{SEL_BACKEND}}})",
+                    "{{backend}}",
+                )
+            ],
+            span=8,
+            limit=0.9,
+        )
+    )
     d = d.with_panel(
         stat.Panel()
         .title("Time since last success")
@@ -329,48 +389,76 @@ def background_tasks() -> dash.Dashboard:
         .span(8)
         .height(8)
         .unit("s")
-        .with_target(_target(
-            "time() - max by (task, backend) (background_task_last_finished_timestamp_seconds"
-            f'{{{SEL_TASK}, outcome="success"}} > 0)',
-            "{{task}} ({{backend}})",
-        ))
+        .with_target(
+            _target(
+                "time() - max by (task, backend) (background_task_last_finished_timestamp_seconds"
+                f'{{{SEL_TASK}, outcome="success"}} > 0)',
+                "{{task}} ({{backend}})",
+            )
+        )
     )
     depth = f"background_task_queue_depth{{{SEL_BACKEND}}}"
     oldest = f"background_task_oldest_pending_timestamp_seconds{{{SEL_BACKEND}}}"
-    d = d.with_panel(_series(
-        "Queue depth", "Tasks waiting to start, per instance and queue.", "short",
-        [(depth, "{{instance}} {{backend}}/{{queue}}")],
-    ))
-    d = d.with_panel(_series(
-        "Age of oldest pending task",
-        "Seconds the oldest waiting task has waited (0: queue empty). Objective: under 5m.",
-        "s",
-        # The gauge is 0 for an empty queue: show age 0 then, not time() - 0.
-        [(f"(time() - ({oldest} > 0)) or ({oldest} * 0)", "{{instance}} {{backend}}/{{queue}}")],
-        limit=300,
-    ))
+    d = d.with_panel(
+        _series(
+            "Queue depth",
+            "Tasks waiting to start, per instance and queue.",
+            "short",
+            [(depth, "{{instance}} {{backend}}/{{queue}}")],
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Age of oldest pending task",
+            "Seconds the oldest waiting task has waited (0: queue empty). Objective: under 5m.",
+            "s",
+            # The gauge is 0 for an empty queue: show age 0 then, not time() - 0.
+            [
+                (
+                    f"(time() - ({oldest} > 0)) or ({oldest} * 0)",
+                    "{{instance}} {{backend}}/{{queue}}",
+                )
+            ],
+            limit=300,
+        )
+    )
 
     d = d.with_row(dash.Row("Celery workers"))
-    d = d.with_panel(_series(
-        "Workers up", "Scrape status of each Celery worker (1 up, 0 down).", "short",
-        [('up{job="worker"}', "{{instance}}")], span=8,
-    ))
-    d = d.with_panel(_series(
-        "In progress per worker", "Runs in progress on each Celery worker.", "short",
-        [('sum by (instance) (background_task_in_progress{job="worker"})', "{{instance}}")],
-        span=8,
-    ))
-    d = d.with_panel(_series(
-        "Celery queue depth", "Messages waiting in each Celery queue.", "short",
-        [('max by (queue) (background_task_queue_depth{backend="celery"})', "{{queue}}")],
-        span=8,
-    ))
+    d = d.with_panel(
+        _series(
+            "Workers up",
+            "Scrape status of each Celery worker (1 up, 0 down).",
+            "short",
+            [('up{job="worker"}', "{{instance}}")],
+            span=8,
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "In progress per worker",
+            "Runs in progress on each Celery worker.",
+            "short",
+            [('sum by (instance) (background_task_in_progress{job="worker"})', "{{instance}}")],
+            span=8,
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Celery queue depth",
+            "Messages waiting in each Celery queue.",
+            "short",
+            [('max by (queue) (background_task_queue_depth{backend="celery"})', "{{queue}}")],
+            span=8,
+        )
+    )
 
     d = d.with_row(dash.Row("Logs"))
-    d = d.with_panel(_logs(
-        "Task logs",
-        '{service_name=~"notification-.*"} |= "$trace_id" | json | task=~"$task"',
-    ))
+    d = d.with_panel(
+        _logs(
+            "Task logs",
+            '{service_name=~"notification-.*"} |= "$trace_id" | json | task=~"$task"',
+        )
+    )
     return d
 
 
@@ -387,61 +475,99 @@ def http_service() -> dash.Dashboard:
         .tooltip(1)  # type: ignore[arg-type]
         .link(_link("Background tasks", BACKGROUND_TASKS_UID))
         .with_variable(_datasource_variable())
-        .with_variable(_query_variable(
-            "instance", "instance", "label_values(http_server_active_requests, instance)"))
-        .with_variable(_query_variable(
-            "route", "route",
-            f"label_values(http_server_request_duration_seconds_count{{{SEL_INSTANCE}}}, route)"))
+        .with_variable(
+            _query_variable(
+                "instance", "instance", "label_values(http_server_active_requests, instance)"
+            )
+        )
+        .with_variable(
+            _query_variable(
+                "route",
+                "route",
+                "label_values(http_server_request_duration_seconds_count"
+                f"{{{SEL_INSTANCE}}}, route)",
+            )
+        )
         .with_variable(_trace_id_variable())
     )
     requests = "instance_method_route_status_code:http_server_requests:rate5m"
-    d = d.with_panel(_series(
-        "Request rate", "Requests per second by route and status code.", "reqps",
-        [(f"sum by (route, status_code) ({requests}{{{SEL_ROUTE}}})",
-          "{{route}} {{status_code}}")],
-    ))
-    d = d.with_panel(_series(
-        "5xx ratio", "Share of requests answered with a 5xx status (objective: at most 5%).",
-        "percentunit",
-        [(
-            f'(sum({requests}{{{SEL_ROUTE}, status_code=~"5.."}}) or vector(0))'
-            f" / sum({requests}{{{SEL_ROUTE}}})",
+    d = d.with_panel(
+        _series(
+            "Request rate",
+            "Requests per second by route and status code.",
+            "reqps",
+            [
+                (
+                    f"sum by (route, status_code) ({requests}{{{SEL_ROUTE}}})",
+                    "{{route}} {{status_code}}",
+                )
+            ],
+        )
+    )
+    d = d.with_panel(
+        _series(
             "5xx ratio",
-        )],
-        limit=0.05,
-    ))
+            "Share of requests answered with a 5xx status (objective: at most 5%).",
+            "percentunit",
+            [
+                (
+                    f'(sum({requests}{{{SEL_ROUTE}, status_code=~"5.."}}) or vector(0))'
+                    f" / sum({requests}{{{SEL_ROUTE}}})",
+                    "5xx ratio",
+                )
+            ],
+            limit=0.05,
+        )
+    )
     latency = f"rate(http_server_request_duration_seconds_bucket{{{SEL_ROUTE}}}[$__rate_interval])"
-    d = d.with_panel(_series(
-        "Latency by route",
-        "p50, p95 and p99 request duration per route (until the response is sent; background "
-        "work is not included). Exemplars open the request's trace.",
-        "s",
-        [
-            (f"histogram_quantile(0.50, sum by (le, route) ({latency}))", "p50 {{route}}"),
-            (f"histogram_quantile(0.95, sum by (le, route) ({latency}))", "p95 {{route}}"),
-            (f"histogram_quantile(0.99, sum by (le, route) ({latency}))", "p99 {{route}}"),
-        ],
-        exemplar_on=2, span=24,
-    ))
-    d = d.with_panel(_series(
-        "Active requests", "Requests being served right now, by method.", "short",
-        [('sum by (method) (http_server_active_requests{instance=~"$instance"})', "{{method}}")],
-    ))
+    d = d.with_panel(
+        _series(
+            "Latency by route",
+            "p50, p95 and p99 request duration per route (until the response is sent; background "
+            "work is not included). Exemplars open the request's trace.",
+            "s",
+            [
+                (f"histogram_quantile(0.50, sum by (le, route) ({latency}))", "p50 {{route}}"),
+                (f"histogram_quantile(0.95, sum by (le, route) ({latency}))", "p95 {{route}}"),
+                (f"histogram_quantile(0.99, sum by (le, route) ({latency}))", "p99 {{route}}"),
+            ],
+            exemplar_on=2,
+            span=24,
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Active requests",
+            "Requests being served right now, by method.",
+            "short",
+            [
+                (
+                    'sum by (method) (http_server_active_requests{instance=~"$instance"})',
+                    "{{method}}",
+                )
+            ],
+        )
+    )
     slo = "job:http_server_request_latency_slo_errors"
-    d = d.with_panel(_series(
-        "Latency SLO: requests slower than 0.5s",
-        "Share of user requests slower than 0.5s over 5m, 1h and 6h windows (budget: 1%).",
-        "percentunit",
-        [
-            (f"{slo}:ratio_rate5m", "5m {{job}}"),
-            (f"{slo}:ratio_rate1h", "1h {{job}}"),
-            (f"{slo}:ratio_rate6h", "6h {{job}}"),
-        ],
-        limit=0.01,
-    ))
-    d = d.with_panel(_logs(
-        "API logs", '{service_name="notification-api"} |= "$trace_id" | json',
-    ))
+    d = d.with_panel(
+        _series(
+            "Latency SLO: requests slower than 0.5s",
+            "Share of user requests slower than 0.5s over 5m, 1h and 6h windows (budget: 1%).",
+            "percentunit",
+            [
+                (f"{slo}:ratio_rate5m", "5m {{job}}"),
+                (f"{slo}:ratio_rate1h", "1h {{job}}"),
+                (f"{slo}:ratio_rate6h", "6h {{job}}"),
+            ],
+            limit=0.01,
+        )
+    )
+    d = d.with_panel(
+        _logs(
+            "API logs",
+            '{service_name="notification-api"} |= "$trace_id" | json',
+        )
+    )
     return d
 
 
@@ -481,8 +607,11 @@ def render_json(model: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder")
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if a file differs from the generated one")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 if a file differs from the generated one",
+    )
     args = parser.parse_args(argv)
     stale = []
     for name, model in build_dashboards().items():
@@ -496,8 +625,9 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
     if stale:
-        print("out of date (run python grafana/dashboards.py): " + ", ".join(stale),
-              file=sys.stderr)
+        print(
+            "out of date (run python grafana/dashboards.py): " + ", ".join(stale), file=sys.stderr
+        )
         return 1
     return 0
 

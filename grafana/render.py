@@ -37,8 +37,9 @@ PANEL_W, PANEL_ROW_H = 0.75, 0.42  # inches per grid column / grid row
 
 
 def _dashboards() -> dict[str, dict[str, Any]]:
-    spec = importlib.util.spec_from_file_location("notification_grafana_dashboards_render",
-                                                  HERE / "dashboards.py")
+    spec = importlib.util.spec_from_file_location(
+        "notification_grafana_dashboards_render", HERE / "dashboards.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -74,8 +75,9 @@ class Prometheus:
         return body["data"]
 
     def range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
-        data = self._get("/api/v1/query_range",
-                         {"query": expr, "start": start, "end": end, "step": step})
+        data = self._get(
+            "/api/v1/query_range", {"query": expr, "start": start, "end": end, "step": step}
+        )
         return list(data["result"])
 
     def instant(self, expr: str, at: float) -> list[dict[str, Any]]:
@@ -86,8 +88,15 @@ class Prometheus:
         self.client.close()
 
 
-def _draw_timeseries(ax: Any, panel: dict[str, Any], prom: Prometheus,
-                     variables: dict[str, str], start: float, end: float, step: float) -> int:
+def _draw_timeseries(
+    ax: Any,
+    panel: dict[str, Any],
+    prom: Prometheus,
+    variables: dict[str, str],
+    start: float,
+    end: float,
+    step: float,
+) -> int:
     drawn = 0
     for target in panel.get("targets") or []:
         expr = substitute(target["expr"], variables)
@@ -97,13 +106,18 @@ def _draw_timeseries(ax: Any, panel: dict[str, Any], prom: Prometheus,
             if not points:
                 continue
             xs = [_utc(t) for t, _ in points]
-            ax.plot(xs, [v for _, v in points], linewidth=1.2,
-                    label=legend(target.get("legendFormat", ""), series["metric"]))
+            ax.plot(
+                xs,
+                [v for _, v in points],
+                linewidth=1.2,
+                label=legend(target.get("legendFormat", ""), series["metric"]),
+            )
             drawn += 1
     ax.set_xlim(_utc(start), _utc(end))
     ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_formatter(
-        mdates.DateFormatter("%H:%M:%S" if end - start < 1800 else "%H:%M"))  # type: ignore[no-untyped-call]
+        mdates.DateFormatter("%H:%M:%S" if end - start < 1800 else "%H:%M")
+    )  # type: ignore[no-untyped-call]
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
     if unit == "percentunit":
         ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
@@ -114,8 +128,14 @@ def _draw_timeseries(ax: Any, panel: dict[str, Any], prom: Prometheus,
     return drawn
 
 
-def _draw_bars(ax: Any, panel: dict[str, Any], prom: Prometheus, variables: dict[str, str],
-               end: float, range_text: str) -> int:
+def _draw_bars(
+    ax: Any,
+    panel: dict[str, Any],
+    prom: Prometheus,
+    variables: dict[str, str],
+    end: float,
+    range_text: str,
+) -> int:
     names, values = [], []
     for target in panel.get("targets") or []:
         expr = substitute(target["expr"], {**variables, "__range": range_text})
@@ -140,21 +160,44 @@ def _utc(timestamp: float) -> Any:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
 
 
-def render(model: dict[str, Any], prom: Prometheus, out: Path, *, range_seconds: float,
-           rate_interval: str, variables: dict[str, str], end: float | None = None) -> Path:
+def render(
+    model: dict[str, Any],
+    prom: Prometheus,
+    out: Path,
+    *,
+    range_seconds: float,
+    rate_interval: str,
+    variables: dict[str, str],
+    end: float | None = None,
+) -> Path:
     """Draw one dashboard into ``out`` (a PNG file) and return its path."""
     end = end if end is not None else time.time()
     start = end - range_seconds
     step = max(range_seconds / 240, 1.0)
-    values = {**ALL, **variables, "__rate_interval": rate_interval,
-              "__interval": f"{int(step)}s", "__range": f"{int(range_seconds)}s"}
+    values = {
+        **ALL,
+        **variables,
+        "__rate_interval": rate_interval,
+        "__interval": f"{int(step)}s",
+        "__range": f"{int(range_seconds)}s",
+    }
     panels = list(model["panels"])
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
     fig = plt.figure(figsize=(24 * PANEL_W, height * PANEL_ROW_H + 1))
-    grid = GridSpec(height, 24, figure=fig, hspace=1.0, wspace=1.2,
-                    left=0.03, right=0.99, top=1 - 0.9 / (height * PANEL_ROW_H + 1), bottom=0.02)
-    fig.suptitle(f"{model['title']} (last {int(range_seconds // 60)} min)", fontsize=14,
-                 fontweight="bold")
+    grid = GridSpec(
+        height,
+        24,
+        figure=fig,
+        hspace=1.0,
+        wspace=1.2,
+        left=0.03,
+        right=0.99,
+        top=1 - 0.9 / (height * PANEL_ROW_H + 1),
+        bottom=0.02,
+    )
+    fig.suptitle(
+        f"{model['title']} (last {int(range_seconds // 60)} min)", fontsize=14, fontweight="bold"
+    )
     for panel in panels:
         pos = panel["gridPos"]
         if panel["type"] == "row":
@@ -163,7 +206,7 @@ def render(model: dict[str, Any], prom: Prometheus, out: Path, *, range_seconds:
             ax.text(0, 0.5, panel["title"], fontsize=11, fontweight="bold", va="center")
             continue
         rows = slice(pos["y"], pos["y"] + pos["h"] - 1)  # last grid row: tick labels
-        ax = fig.add_subplot(grid[rows, pos["x"]:pos["x"] + pos["w"]])
+        ax = fig.add_subplot(grid[rows, pos["x"] : pos["x"] + pos["w"]])
         ax.set_title(panel["title"], fontsize=9, loc="left")
         ax.tick_params(labelsize=7)
         if panel["type"] == "timeseries":
@@ -173,28 +216,50 @@ def render(model: dict[str, Any], prom: Prometheus, out: Path, *, range_seconds:
         else:
             ax.axis("off")
             exprs = "\n".join(t["expr"] for t in panel.get("targets") or []).replace("$", r"\$")
-            ax.text(0.01, 0.5, f"{panel['type']} panel: data from Loki, shown in Grafana\n{exprs}",
-                    fontsize=8, family="monospace", va="center", wrap=True)
+            ax.text(
+                0.01,
+                0.5,
+                f"{panel['type']} panel: data from Loki, shown in Grafana\n{exprs}",
+                fontsize=8,
+                family="monospace",
+                va="center",
+                wrap=True,
+            )
             continue
         if not drawn:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
-                    color="grey")
+            ax.text(
+                0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
 
 
-def render_all(prometheus_url: str, out_dir: Path = DEFAULT_OUT, *, range_seconds: float = 3600,
-               rate_interval: str = "1m", variables: dict[str, str] | None = None,
-               end: float | None = None) -> list[Path]:
+def render_all(
+    prometheus_url: str,
+    out_dir: Path = DEFAULT_OUT,
+    *,
+    range_seconds: float = 3600,
+    rate_interval: str = "1m",
+    variables: dict[str, str] | None = None,
+    end: float | None = None,
+) -> list[Path]:
     """Render every dashboard to ``out_dir/<uid>.png``."""
     prom = Prometheus(prometheus_url)
     try:
-        return [render(model, prom, out_dir / f"{model['uid']}.png",
-                       range_seconds=range_seconds, rate_interval=rate_interval,
-                       variables=variables or {}, end=end)
-                for model in _dashboards().values()]
+        return [
+            render(
+                model,
+                prom,
+                out_dir / f"{model['uid']}.png",
+                range_seconds=range_seconds,
+                rate_interval=rate_interval,
+                variables=variables or {},
+                end=end,
+            )
+            for model in _dashboards().values()
+        ]
     finally:
         prom.close()
 
@@ -212,12 +277,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--range", type=_duration, default=3600, help="time range, e.g. 1h")
     parser.add_argument("--rate-interval", default="1m", help="value of $__rate_interval")
-    parser.add_argument("--var", action="append", default=[], metavar="NAME=REGEX",
-                        help="a dashboard variable's value (default: all)")
+    parser.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=REGEX",
+        help="a dashboard variable's value (default: all)",
+    )
     args = parser.parse_args(argv)
     variables = dict(item.split("=", 1) for item in args.var)
-    for path in render_all(args.prometheus, args.out, range_seconds=args.range,
-                           rate_interval=args.rate_interval, variables=variables):
+    for path in render_all(
+        args.prometheus,
+        args.out,
+        range_seconds=args.range,
+        rate_interval=args.rate_interval,
+        variables=variables,
+    ):
         print(f"wrote {path}")
     return 0
 

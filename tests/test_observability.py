@@ -396,3 +396,33 @@ def test_sigterm_drains_backlog_and_accounts_every_task(start_service: Any, tmp_
     assert refused > 0
     assert 503 in readiness
     assert any(line.get("event") == "shutdown.drained" for line in logs)
+
+
+def test_slow_task_never_holds_the_response(start_service: Any, tmp_path: Path) -> None:
+    """The response and its latency sample are done while the task is still running."""
+    fifo = make_fifo(tmp_path / "data")  # the task blocks until a reader comes
+    service = start_service()
+    response = service.client.post("/safe-notify")
+    assert response.status_code == 200
+    task_id = response.json()["task_ids"][0]
+    wait_until(lambda: service.client.get(f"/tasks/{task_id}").json()["state"] == "running")
+    text = service.metrics()
+    assert (
+        sample_value(
+            text,
+            "http_server_request_duration_seconds_count",
+            method="POST",
+            route="/safe-notify",
+            status_code="200",
+        )
+        == 1
+    )
+    assert sample_value(text, "http_server_active_requests", method="POST") == 0
+    assert (
+        sample_value(
+            text, "background_task_in_progress", task="safe_write_log", backend="inprocess"
+        )
+        == 1
+    )
+    FifoReader(fifo, seconds=2)
+    wait_until(lambda: service.client.get(f"/tasks/{task_id}").json()["state"] == "succeeded")

@@ -27,16 +27,21 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--prometheus-bin", default="/usr/bin/prometheus")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, local_stack(
-        Path(tmp), args.prometheus_bin,
-        prepare_data_dir=lambda d: (d / "log.txt").mkdir(),
-    ) as stack:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        local_stack(
+            Path(tmp),
+            args.prometheus_bin,
+            prepare_data_dir=lambda d: (d / "log.txt").mkdir(),
+        ) as stack,
+    ):
         started = time.time()
         while time.time() - started < args.seconds:
             drive_traffic(stack.api_url, rounds=5, pause=0.5)
         time.sleep(3)
-        for path in render_all(stack.prom.url, args.out, range_seconds=args.seconds + 30,
-                               rate_interval="15s"):
+        for path in render_all(
+            stack.prom.url, args.out, range_seconds=args.seconds + 30, rate_interval="15s"
+        ):
             print(f"wrote {path}")
     return 0
 

@@ -18,8 +18,11 @@ def require_binary(name: str) -> str:
     """Path of a Prometheus binary; a missing one fails the test (never skips it)."""
     path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
     if path is None:
-        pytest.fail(f"{name} not found: install Debian's prometheus package (apt-get install "
-                    f"prometheus) so that /usr/bin/{name} exists", pytrace=False)
+        pytest.fail(
+            f"{name} not found: install Debian's prometheus package (apt-get install "
+            f"prometheus) so that /usr/bin/{name} exists",
+            pytrace=False,
+        )
     return path
 
 

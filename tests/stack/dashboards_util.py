@@ -9,33 +9,38 @@ from typing import Any
 from tests.stack.conftest import GRAFANA_DIR, load_yaml, rule_groups
 
 # The Contract's metric names (shared/DESIGN.md). Histograms expose _bucket, _count, _sum.
-CONTRACT_COUNTERS_AND_GAUGES = frozenset({
-    "http_server_active_requests",
-    "background_task_enqueued_total",
-    "background_task_started_total",
-    "background_task_finished_total",
-    "background_task_failures_total",
-    "background_task_dropped_total",
-    "background_task_in_progress",
-    "background_task_queue_depth",
-    "background_task_oldest_pending_timestamp_seconds",
-    "background_task_capacity",
-    "background_task_last_started_timestamp_seconds",
-    "background_task_last_finished_timestamp_seconds",
-})
-CONTRACT_HISTOGRAMS = frozenset({
-    "http_server_request_duration_seconds",
-    "background_task_queue_wait_seconds",
-    "background_task_duration_seconds",
-})
+CONTRACT_COUNTERS_AND_GAUGES = frozenset(
+    {
+        "http_server_active_requests",
+        "background_task_enqueued_total",
+        "background_task_started_total",
+        "background_task_finished_total",
+        "background_task_failures_total",
+        "background_task_dropped_total",
+        "background_task_in_progress",
+        "background_task_queue_depth",
+        "background_task_oldest_pending_timestamp_seconds",
+        "background_task_capacity",
+        "background_task_last_started_timestamp_seconds",
+        "background_task_last_finished_timestamp_seconds",
+    }
+)
+CONTRACT_HISTOGRAMS = frozenset(
+    {
+        "http_server_request_duration_seconds",
+        "background_task_queue_wait_seconds",
+        "background_task_duration_seconds",
+    }
+)
 CONTRACT_SERIES = CONTRACT_COUNTERS_AND_GAUGES | {
     f"{name}{suffix}" for name in CONTRACT_HISTOGRAMS for suffix in ("_bucket", "_count", "_sum")
 }
 
 
 def recording_rule_names() -> set[str]:
-    return {rule["record"] for group in rule_groups() for rule in group["rules"]
-            if "record" in rule}
+    return {
+        rule["record"] for group in rule_groups() for rule in group["rules"] if "record" in rule
+    }
 
 
 def allowed_metric_names() -> set[str]:
@@ -59,8 +64,10 @@ def dashboards_module() -> ModuleType:
 def committed_dashboards() -> dict[str, dict[str, Any]]:
     import json
 
-    return {path.name: json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted((GRAFANA_DIR / "dashboards").glob("*.json"))}
+    return {
+        path.name: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+    }
 
 
 def panels(model: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -100,9 +107,11 @@ def resolve_datasource(model: dict[str, Any], ref: dict[str, Any]) -> tuple[str,
 
 def prometheus_exprs(model: dict[str, Any]) -> list[str]:
     """Every PromQL expression of a dashboard: panel targets and query variables."""
-    exprs = [t["expr"] for p, t in targets(model)
-             if resolve_datasource(model, t.get("datasource") or p["datasource"])[1]
-             == "prometheus"]
+    exprs = [
+        t["expr"]
+        for p, t in targets(model)
+        if resolve_datasource(model, t.get("datasource") or p["datasource"])[1] == "prometheus"
+    ]
     for variable in model["templating"]["list"]:
         if variable["type"] == "query":
             exprs.append(variable["query"])
@@ -111,5 +120,3 @@ def prometheus_exprs(model: dict[str, Any]) -> list[str]:
 
 def rule_exprs() -> list[str]:
     return [str(rule["expr"]) for group in rule_groups() for rule in group["rules"]]
-
-

@@ -36,8 +36,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.25) -> T:
+def wait_for(
+    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25
+) -> T:
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -51,20 +52,26 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
             return value
         time.sleep(interval)
     raise AssertionError(
-        f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
 
 
-def local_prometheus_config(api_target: str, rule_files: list[Path] | None = None,
-                            interval: str = "1s") -> dict[str, Any]:
+def local_prometheus_config(
+    api_target: str, rule_files: list[Path] | None = None, interval: str = "1s"
+) -> dict[str, Any]:
     """prometheus.yml with the api job pointed at ``api_target``, no worker targets (no Celery
     worker runs locally: the job stays, empty, as in a compose deployment without workers),
     short intervals and absolute rule file paths."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))
     config["global"].update(
-        scrape_interval=interval, evaluation_interval=interval, scrape_timeout=interval)
+        scrape_interval=interval, evaluation_interval=interval, scrape_timeout=interval
+    )
     base = PROMETHEUS_YML.parent
-    config["rule_files"] = [str(p) for p in rule_files] if rule_files is not None else [
-        str((base / f).resolve()) for f in config["rule_files"]]
+    config["rule_files"] = (
+        [str(p) for p in rule_files]
+        if rule_files is not None
+        else [str((base / f).resolve()) for f in config["rule_files"]]
+    )
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs["api"]["static_configs"] = [{"targets": [api_target]}]
     worker = jobs["worker"]
@@ -83,8 +90,14 @@ class Process:
     _log: Any = field(repr=False)
 
     @classmethod
-    def start(cls, name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
-              cwd: Path = ROOT) -> Process:
+    def start(
+        cls,
+        name: str,
+        cmd: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> Process:
         log = log_path.open("wb")
         popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         return cls(name, popen, log_path, log)
@@ -92,7 +105,8 @@ class Process:
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
             raise AssertionError(
-                f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-4000:]}")
+                f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-4000:]}"
+            )
 
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -132,8 +146,7 @@ class PrometheusAPI:
             return [{"metric": {}, "value": result}]
         return list(result)
 
-    def query_range(self, expr: str, start: float, end: float, step: float
-                    ) -> list[dict[str, Any]]:
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
         data = self._get("/api/v1/query_range", query=expr, start=start, end=end, step=step)
         return list(data["result"])
 
@@ -191,9 +204,12 @@ class LocalStack:
 
 
 @contextlib.contextmanager
-def local_stack(workdir: Path, prometheus_bin: str = "/usr/bin/prometheus",
-                api_env: dict[str, str] | None = None,
-                prepare_data_dir: Callable[[Path], None] | None = None) -> Iterator[LocalStack]:
+def local_stack(
+    workdir: Path,
+    prometheus_bin: str = "/usr/bin/prometheus",
+    api_env: dict[str, str] | None = None,
+    prepare_data_dir: Callable[[Path], None] | None = None,
+) -> Iterator[LocalStack]:
     """Start uvicorn (the real app) and Prometheus; stop both on exit."""
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -201,14 +217,28 @@ def local_stack(workdir: Path, prometheus_bin: str = "/usr/bin/prometheus",
         prepare_data_dir(data_dir)
     api_port, prom_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
-    env |= {"NOTIFY_DATA_DIR": str(data_dir), "NOTIFY_LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1", "OTEL_SERVICE_NAME": "notification-api"}
+    env |= {
+        "NOTIFY_DATA_DIR": str(data_dir),
+        "NOTIFY_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        "OTEL_SERVICE_NAME": "notification-api",
+    }
     env |= api_env or {}
     api = Process.start(
         "api",
-        [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app",
-         "--host", "127.0.0.1", "--port", str(api_port)],
-        workdir / "api.log", env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "service.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(api_port),
+        ],
+        workdir / "api.log",
+        env=env,
     )
     processes = [api]
     prom: PrometheusAPI | None = None
@@ -223,15 +253,19 @@ def local_stack(workdir: Path, prometheus_bin: str = "/usr/bin/prometheus",
 
         instance = f"127.0.0.1:{api_port}"
         config_path = workdir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(local_prometheus_config(instance), sort_keys=False),
-                               encoding="utf-8")
+        config_path.write_text(
+            yaml.safe_dump(local_prometheus_config(instance), sort_keys=False), encoding="utf-8"
+        )
         prometheus = Process.start(
             "prometheus",
-            [prometheus_bin, f"--config.file={config_path}",
-             f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}",
-             "--enable-feature=exemplar-storage",
-             "--log.level=warn"],
+            [
+                prometheus_bin,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--enable-feature=exemplar-storage",
+                "--log.level=warn",
+            ],
             workdir / "prometheus.log",
         )
         processes.append(prometheus)
@@ -239,8 +273,9 @@ def local_stack(workdir: Path, prometheus_bin: str = "/usr/bin/prometheus",
 
         def api_scraped() -> bool:
             prometheus.check_alive()
-            return any(t["labels"].get("job") == "api" and t["health"] == "up"
-                       for t in prom.targets())
+            return any(
+                t["labels"].get("job") == "api" and t["health"] == "up" for t in prom.targets()
+            )
 
         wait_for(api_scraped, 60, "Prometheus to scrape the API")
         yield LocalStack(api_url, instance, data_dir, api, prometheus, prom)
@@ -259,8 +294,9 @@ def drive_traffic(api_url: str, rounds: int, pause: float = 0.2) -> dict[str, in
         for i in range(rounds):
             responses = [
                 client.post(f"/send-notification/user{i}@example.com"),
-                client.post(f"/advanced-notification/user{i}@example.com",
-                            params={"q": f"query {i}"}),
+                client.post(
+                    f"/advanced-notification/user{i}@example.com", params={"q": f"query {i}"}
+                ),
                 client.post("/send-sms", params={"phone": "+8613812345678", "msg": f"hi {i}"}),
                 client.post("/safe-notify"),
                 client.post("/send-sms", params={"phone": "not-a-phone", "msg": "hi"}),

@@ -18,8 +18,20 @@ from tests.stack.dashboards_util import (
 from tests.stack.promql import label_names, metric_names
 
 # The Contract's labels, plus those Prometheus adds (job, instance) and histogram buckets (le).
-KNOWN_LABELS = {"task", "backend", "outcome", "exception", "reason", "queue", "method", "route",
-                "status_code", "job", "instance", "le"}
+KNOWN_LABELS = {
+    "task",
+    "backend",
+    "outcome",
+    "exception",
+    "reason",
+    "queue",
+    "method",
+    "route",
+    "status_code",
+    "job",
+    "instance",
+    "le",
+}
 EXPECTED = {"background-tasks.json": "background-tasks", "http-service.json": "http-service"}
 
 
@@ -124,7 +136,7 @@ def test_logs_panels_query_loki_by_trace_id(generated: dict[str, dict[str, Any]]
             assert panel["datasource"]["uid"] == "loki"
             for target in panel["targets"]:
                 assert "$trace_id" in target["expr"]
-                assert 'service_name' in target["expr"] and "| json" in target["expr"]
+                assert "service_name" in target["expr"] and "| json" in target["expr"]
 
 
 def test_queries_use_only_contract_labels(generated: dict[str, dict[str, Any]]) -> None:

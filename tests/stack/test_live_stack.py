@@ -54,7 +54,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> Iter
         def failures_recorded() -> bool:
             running.api.check_alive()
             ratio = prom.query(
-                'task_backend:background_task_failure_ratio:rate5m{task="write_log"} > 0')
+                'task_backend:background_task_failure_ratio:rate5m{task="write_log"} > 0'
+            )
             done = prom.query('task_backend:background_task_finished:rate5m{task="sms_task"} > 0')
             return bool(ratio and done)
 
@@ -73,7 +74,9 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 def _all_rules_evaluated(groups: list[dict[str, Any]]) -> bool:
     return bool(groups) and all(
         rule.get("lastEvaluation", "").startswith("20") and rule.get("health") != "unknown"
-        for group in groups for rule in group["rules"])
+        for group in groups
+        for rule in group["rules"]
+    )
 
 
 def _dashboard_queries() -> list[tuple[str, str, str, str]]:
@@ -157,16 +160,23 @@ def test_every_rule_group_evaluates_healthy(stack: LocalStack) -> None:
     groups = stack.prom.rules()
     names = {group["name"] for group in groups}
     assert {"background_tasks.rates", "background_tasks.alerts", "http_server.alerts"} <= names
-    unhealthy = [(g["name"], r["name"], r.get("health"), r.get("lastError"))
-                 for g in groups for r in g["rules"] if r.get("health") != "ok"]
+    unhealthy = [
+        (g["name"], r["name"], r.get("health"), r.get("lastError"))
+        for g in groups
+        for r in g["rules"]
+        if r.get("health") != "ok"
+    ]
     assert unhealthy == []
     assert len([r for g in groups for r in g["rules"]]) >= 30
 
 
 def test_recording_rules_produce_series(stack: LocalStack) -> None:
     """Every recording rule yields series from real traffic (5xx-only ratio aside)."""
-    missing = [name for name in sorted(recording_rule_names() - RECORDS_NEEDING_5XX)
-               if not stack.prom.query(name)]
+    missing = [
+        name
+        for name in sorted(recording_rule_names() - RECORDS_NEEDING_5XX)
+        if not stack.prom.query(name)
+    ]
     assert missing == []
 
 
@@ -174,8 +184,11 @@ def test_failure_alert_goes_pending_for_failing_task(stack: LocalStack) -> None:
     """BackgroundTaskHighFailureRatio becomes active for write_log, not for sms_task."""
 
     def active() -> list[dict[str, Any]]:
-        return [a for a in stack.prom.alerts()
-                if a["labels"].get("alertname") == "BackgroundTaskHighFailureRatio"]
+        return [
+            a
+            for a in stack.prom.alerts()
+            if a["labels"].get("alertname") == "BackgroundTaskHighFailureRatio"
+        ]
 
     _wait(active, 30, "BackgroundTaskHighFailureRatio to become active")
     alerts = active()
@@ -205,8 +218,9 @@ def test_render_draws_every_dashboard(stack: LocalStack, tmp_path: Path) -> None
 
     from tests.stack.conftest import GRAFANA_DIR
 
-    spec = importlib.util.spec_from_file_location("notification_grafana_render",
-                                                  GRAFANA_DIR / "render.py")
+    spec = importlib.util.spec_from_file_location(
+        "notification_grafana_render", GRAFANA_DIR / "render.py"
+    )
     assert spec is not None and spec.loader is not None
     render = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render)

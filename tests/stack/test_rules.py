@@ -20,8 +20,9 @@ DASHBOARD_UIDS = ("background-tasks", "http-service")
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False,
-                            cwd=PROMETHEUS_DIR.parent)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, check=False, cwd=PROMETHEUS_DIR.parent
+    )
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -43,7 +44,8 @@ def test_prometheus_yml_loads_every_rule_file() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["api"]["static_configs"] == [{"targets": ["api:8000"]}]
     assert jobs["worker"]["dns_sd_configs"] == [
-        {"names": ["worker"], "type": "A", "port": 9101, "refresh_interval": "15s"}]
+        {"names": ["worker"], "type": "A", "port": 9101, "refresh_interval": "15s"}
+    ]
 
 
 def test_promtool_check_rules(promtool: str) -> None:
@@ -92,7 +94,8 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
                     firing[check["alertname"]] += 1
                     for alert in check["exp_alerts"]:
                         assert set(REQUIRED_ANNOTATIONS) <= set(alert["exp_annotations"]), (
-                            f"{path.name}: {case['name']}: expected annotations incomplete")
+                            f"{path.name}: {case['name']}: expected annotations incomplete"
+                        )
                 else:
                     silent[check["alertname"]] += 1
     names = sorted({str(rule["alert"]) for rule in _alert_rules()})
