@@ -3,7 +3,7 @@
 import json
 from typing import Any
 
-from tests.conftest import wait_until
+from tests.conftest import otlp_env, wait_until
 
 
 def test_console_format_is_human_readable(start_service: Any) -> None:
@@ -50,3 +50,14 @@ def test_every_line_is_json_with_the_base_fields(start_service: Any) -> None:
         assert record["timestamp"].endswith("Z")
     loggers = {json.loads(line).get("logger") for line in lines}
     assert {"uvicorn.error", "uvicorn.access", "observability.runner"} <= loggers
+
+
+def test_sampler_from_environment_is_honoured(start_service: Any, otlp_receiver: Any) -> None:
+    """OTEL_TRACES_SAMPLER=always_off: nothing exported, no exemplars, tasks still run."""
+    service = start_service(OTEL_TRACES_SAMPLER="always_off", **otlp_env(otlp_receiver))
+    task_id = service.client.post("/safe-notify").json()["task_ids"][0]
+    wait_until(lambda: service.client.get(f"/tasks/{task_id}").json()["state"] == "succeeded")
+    metrics = service.metrics(openmetrics=True)
+    service.stop()  # flushes the span processor: anything sampled would be exported now
+    assert otlp_receiver.spans == []
+    assert "trace_id" not in metrics
