@@ -60,13 +60,27 @@ class AppSpec:
 
 APPS = {
     "tutorial": AppSpec("tutorial", "bench.tutorial_app:app", False, {}, "file"),
-    "ours": AppSpec(
-        "ours", "service.main:create_app", True, {"NOTIFY_LOG_FORMAT": "json"}, "file"
-    ),
+    "ours": AppSpec("ours", "service.main:create_app", True, {"NOTIFY_LOG_FORMAT": "json"}, "file"),
     "ours-devnull": AppSpec(
         "ours-devnull", "service.main:create_app", True, {"NOTIFY_LOG_FORMAT": "json"}, "devnull"
     ),
+    # not run by default (--apps): where the cost goes
+    "ours-notrace": AppSpec(
+        "ours-notrace",
+        "service.main:create_app",
+        True,
+        {"NOTIFY_LOG_FORMAT": "json", "OTEL_SDK_DISABLED": "true"},
+        "devnull",
+    ),
+    "ours-nologs": AppSpec(
+        "ours-nologs",
+        "service.main:create_app",
+        True,
+        {"NOTIFY_LOG_FORMAT": "json", "NOTIFY_LOG_LEVEL": "WARNING"},
+        "devnull",
+    ),
 }
+DEFAULT_APPS = ("tutorial", "ours", "ours-devnull")
 
 
 @dataclass(frozen=True)
@@ -77,9 +91,7 @@ class Scenario:
 
 
 SCENARIOS = {
-    "send-notification": Scenario(
-        "send-notification", "/send-notification/user@example.com", 1
-    ),
+    "send-notification": Scenario("send-notification", "/send-notification/user@example.com", 1),
     "advanced-notification": Scenario(
         "advanced-notification", "/advanced-notification/user@example.com?q=x", 2
     ),
@@ -133,9 +145,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 async def _python_load(port: int, path: str, requests: int, concurrency: int) -> LoadResult:
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+    request = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Length: 0\r\n\r\n").encode()
     remaining = requests
     latencies: list[int] = []
     statuses: Counter[int] = Counter()
@@ -160,7 +170,7 @@ async def _python_load(port: int, path: str, requests: int, concurrency: int) ->
                 if close:
                     writer.close()
                     reader = writer = None
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
                 if writer is not None:
                     writer.close()
@@ -227,7 +237,14 @@ function init(args)
   idle_req = wrk.format("GET", idle_path)
 end
 
+-- wrk calls request() once before the run to check it (thread 0 only: run with -t1)
+local checked = false
+
 function request()
+  if not checked then
+    checked = true
+    return real_req
+  end
   if sent < quota then
     if sent == 0 then t_start = now() end
     sent = sent + 1
@@ -284,9 +301,7 @@ def wrk_load(
         "wrk", "-t1", f"-c{concurrency}", f"-d{cap_seconds}s", "--timeout", "30s",
         "-s", str(script), f"http://{HOST}:{port}",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     payload = None
     for line in proc.stdout:
@@ -356,9 +371,7 @@ class Server:
         self.stdout_path = workdir / "stdout.log" if spec.stdout == "file" else None
         self.stderr_path = workdir / "stderr.log"
         self.port = free_port()
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
         env.update(spec.env)
         env["NOTIFY_DATA_DIR"] = str(self.data_dir)
         env["PYTHONUNBUFFERED"] = "0"
@@ -475,7 +488,12 @@ def run_scenario(
     before_stdout = server.stdout_bytes()
     if wrk_script is not None:
         load = wrk_load(
-            server.port, scenario.path, args.requests, args.concurrency, wrk_script, 240
+            server.port,
+            scenario.path,
+            args.requests,
+            args.concurrency,
+            wrk_script,
+            max(120, args.requests // 50),
         )
     else:
         load = python_load(server.port, scenario.path, args.requests, args.concurrency)
@@ -550,8 +568,12 @@ def run_app(
         peak_rss_kb = proc_status(server.proc.pid, "VmHWM")
     finally:
         code = server.stop()
-    return results, {"app": spec.name, "round": round_no, "peak_rss_kb": peak_rss_kb,
-                     "exit_code": code}  # fmt: skip
+    return results, {
+        "app": spec.name,
+        "round": round_no,
+        "peak_rss_kb": peak_rss_kb,
+        "exit_code": code,
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -564,6 +586,7 @@ METRICS = (
     "drain_lag_s",
     "server_cpu_us_per_request",
 )
+RATIO_METRICS = ("requests_per_s", "p50_ms", "p99_ms", "tasks_per_s", "server_cpu_us_per_request")
 
 
 def median_of(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -602,8 +625,7 @@ def summarise(
                 if scenario in summary[app] and scenario in base:
                     ratios[app][scenario] = {
                         m: summary[app][scenario][m] / base[scenario][m]
-                        for m in ("requests_per_s", "p50_ms", "p99_ms", "tasks_per_s",
-                                  "server_cpu_us_per_request")  # fmt: skip
+                        for m in RATIO_METRICS
                         if base[scenario][m]
                     }
     return {"medians": summary, "ratios_vs_tutorial": ratios}
@@ -721,12 +743,14 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=20_000, help="per scenario and run")
+    parser.add_argument("--requests", type=int, default=8_000, help="per scenario and run")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1_000, help="requests per scenario")
+    parser.add_argument("--warmup", type=int, default=500, help="requests per scenario")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--apps", default=",".join(APPS), help="comma-separated, of: " + ", ".join(APPS))
+    parser.add_argument(
+        "--apps", default=",".join(DEFAULT_APPS), help="comma-separated, of: " + ", ".join(APPS)
+    )
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest")
     args = parser.parse_args()
@@ -792,8 +816,8 @@ def main() -> int:
     md_path.write_text(text)
     print()
     print(text)
-    print(f"wrote {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}, "
-          f"{md_path.name}; {elapsed:.0f} s")  # fmt: skip
+    shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
+    print(f"wrote {shown}, {md_path.name}; {elapsed:.0f} s")
 
     lost = [r for r in runs if r.lost != 0]
     if lost:

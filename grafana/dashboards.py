@@ -221,14 +221,18 @@ def background_tasks() -> dash.Dashboard:
         .with_variable(_datasource_variable())
         .with_variable(
             _query_variable(
-                "instance", "instance", "label_values(background_task_capacity, instance)"
+                "instance",
+                "instance",
+                'label_values({__name__=~"background_task_capacity|background_task_queue_depth"}'
+                ", instance)",
             )
         )
         .with_variable(
             _query_variable(
                 "backend",
                 "backend",
-                f"label_values(background_task_capacity{{{SEL_INSTANCE}}}, backend)",
+                'label_values({__name__=~"background_task_capacity|background_task_queue_depth",'
+                f"{SEL_INSTANCE}}}, backend)",
             )
         )
         .with_variable(

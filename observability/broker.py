@@ -56,7 +56,7 @@ class CeleryBackend:
         self._broker_ok = False
         self._poller: asyncio.Task[None] | None = None
         self.log = get_logger("observability.broker", backend=self.name)
-        runner.metrics.declare_queue(self.name, queue, 0)
+        runner.metrics.declare_queue(self.name, queue)
 
     async def start(self) -> None:
         self._accepting = True

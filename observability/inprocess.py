@@ -34,7 +34,8 @@ class InProcessBackend:
         self._idle = asyncio.Event()
         self._idle.set()
         self.log = get_logger("observability.inprocess", backend=self.name)
-        self.metrics.declare_queue(self.name, QUEUE, concurrency)
+        self.metrics.declare_queue(self.name, QUEUE)
+        self.metrics.capacity.labels(self.name).set(concurrency)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

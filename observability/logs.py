@@ -1,13 +1,15 @@
-"""structlog set-up: JSON lines (or console) on stdout, trace ids, masking, stdlib loggers
-(uvicorn's own and access logs) routed through the same processors."""
+"""structlog set-up: JSON lines (or console) on stdout, trace ids, masking. Our own events take
+structlog's fast path (no stdlib ``logging`` round trip, orjson); stdlib loggers (uvicorn's own
+and access logs, Celery's) are routed through the same processors by a ``ProcessorFormatter``."""
 
 import logging
 import sys
 from typing import Any, Literal
 
+import orjson
 import structlog
 from opentelemetry import trace
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from observability.redaction import mask_value
 
@@ -37,57 +39,65 @@ def mask_personal_data(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
 
 
 def drop_stdlib_extras(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Keep the stdlib record's logger name, drop the record objects themselves."""
+    """Drop the stdlib record objects that ``ProcessorFormatter`` leaves in the event."""
     event_dict.pop("_record", None)
     event_dict.pop("_from_structlog", None)
     event_dict.pop("color_message", None)
     return event_dict
 
 
-def _shared_processors() -> list[Processor]:
+def _dumps(value: Any, **_: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+def _dumps_text(value: Any, **_: Any) -> str:
+    return _dumps(value).decode()
+
+
+def _common() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         add_trace_ids,
     ]
 
 
 def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
-    """Configure structlog and the stdlib root logger to write one event per line to stdout."""
-    renderer: Processor = (
-        structlog.processors.JSONRenderer(ensure_ascii=False)
-        if log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    final: list[Processor] = [
-        drop_stdlib_extras,
-        structlog.processors.format_exc_info,
-        mask_personal_data,
-        renderer,
-    ]
+    """One event per line on stdout, for structlog and stdlib loggers alike."""
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    stdout = sys.__stdout__ or sys.stdout  # the real stdout, even under Celery's redirection
+    last: list[Processor] = [structlog.processors.format_exc_info, mask_personal_data]
+    if log_format == "json":
+        renderer: Processor = structlog.processors.JSONRenderer(serializer=_dumps)
+        text_renderer: Processor = structlog.processors.JSONRenderer(serializer=_dumps_text)
+        factory: Any = structlog.BytesLoggerFactory(stdout.buffer)
+    else:
+        renderer = text_renderer = structlog.dev.ConsoleRenderer(colors=False)
+        factory = structlog.PrintLoggerFactory(stdout)
     structlog.configure(
-        processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*_common(), *last, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(), processors=final
+    handler = logging.StreamHandler(stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_common(), structlog.stdlib.add_logger_name],
+            processors=[drop_stdlib_extras, *last, text_renderer],
+        )
     )
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(numeric_level)
     for name in _STDLIB_LOGGERS:
         stdlib_logger = logging.getLogger(name)
         stdlib_logger.handlers[:] = []
         stdlib_logger.propagate = True
 
 
-def get_logger(name: str, **context: Any) -> structlog.stdlib.BoundLogger:
-    """A logger bound to ``context``."""
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
-    return logger.bind(**context) if context else logger
+def get_logger(name: str, **context: Any) -> FilteringBoundLogger:
+    """A structlog logger named ``name`` (the ``logger`` field), bound to ``context``."""
+    logger: FilteringBoundLogger = structlog.get_logger().bind(logger=name, **context)
+    return logger

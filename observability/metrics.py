@@ -125,11 +125,10 @@ class TaskMetrics:
             for reason in names.DROP_REASONS:
                 self.dropped.labels(task, backend, reason)
 
-    def declare_queue(self, backend: str, queue: str, capacity: int) -> None:
-        """Create the queue gauges of a backend and set its capacity."""
+    def declare_queue(self, backend: str, queue: str) -> None:
+        """Create the queue gauges of a backend, at zero."""
         self.queue_depth.labels(backend, queue).set(0)
         self.oldest_pending.labels(backend, queue).set(0)
-        self.capacity.labels(backend).set(capacity)
 
 
 class HttpMetrics:

@@ -37,6 +37,7 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_concurrency=settings.task_concurrency,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
         task_publish_retry_policy={

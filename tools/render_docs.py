@@ -1,9 +1,12 @@
-"""Make docs/img/*.png: start the API and Prometheus locally, drive traffic, render dashboards.
+"""Make docs/img/*.png: start the local stack, drive traffic, render the dashboards.
 
     .venv/bin/python tools/render_docs.py [--seconds 120] [--out docs/img]
 
-Needs only the venv and /usr/bin/prometheus. Part of the traffic fails on purpose (log.txt is
-made a directory), so the failure panels have something to show.
+Needs the venv, /usr/bin/prometheus and a Redis on 127.0.0.1:6379 (its database 11 is emptied
+before and after). The stack is the live test's full topology (tests/stack/live.py): an
+in-process API, a Celery API with its worker, and a saturated API. Part of the traffic fails on
+purpose on both backends (log.txt is made a directory) and the saturated API times a run out
+and refuses requests (503 backlog_full), so every panel has something to show.
 """
 
 import argparse
@@ -18,7 +21,18 @@ sys.path.insert(0, str(ROOT / "grafana"))
 
 from render import render_all  # noqa: E402
 
-from tests.stack.live import drive_traffic, local_stack  # noqa: E402
+from tests.stack.live import (  # noqa: E402
+    CELERY_API,
+    INPROCESS_API,
+    STALLED_API,
+    drive_all,
+    full_topology,
+    local_stack,
+    overflow_backlog,
+    redis_database,
+)
+
+BROKER_URL = "redis://127.0.0.1:6379/11"
 
 
 def main() -> int:
@@ -26,18 +40,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=120, help="how long to drive traffic")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--prometheus-bin", default="/usr/bin/prometheus")
+    parser.add_argument("--broker-url", default=BROKER_URL, help="a Redis database to empty")
     args = parser.parse_args()
+    members, prepare = full_topology(args.broker_url)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        local_stack(
-            Path(tmp),
-            args.prometheus_bin,
-            prepare_data_dir=lambda d: (d / "log.txt").mkdir(),
-        ) as stack,
+        redis_database(args.broker_url),
+        local_stack(Path(tmp), args.prometheus_bin, members, prepare) as stack,
     ):
+        urls = [stack.apis[INPROCESS_API].url, stack.apis[CELERY_API].url]
         started = time.time()
         while time.time() - started < args.seconds:
-            drive_traffic(stack.api_url, rounds=5, pause=0.5)
+            overflow_backlog(stack.apis[STALLED_API].url)
+            drive_all(urls, rounds=5, pause=0.5)
         time.sleep(3)
         for path in render_all(
             stack.prom.url, args.out, range_seconds=args.seconds + 30, rate_interval="15s"

@@ -1,6 +1,7 @@
 """A real, local monitoring stack for tests and for grafana/render.py.
 
-The API runs under real uvicorn, Prometheus is Debian's /usr/bin/prometheus with a configuration
+APIs run under real uvicorn, Celery workers are real ``celery -A service.worker worker``
+processes on a real Redis, Prometheus is Debian's /usr/bin/prometheus with a configuration
 derived from prometheus/prometheus.yml (targets on localhost, 1 s intervals, the project's own
 rule files), and traffic is real HTTP. Nothing here imports the service's code.
 """
@@ -8,6 +9,7 @@ rule files), and traffic is real HTTP. Nothing here imports the service's code.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +48,7 @@ def wait_for(
     while time.monotonic() < deadline:
         try:
             value = predicate()
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, OSError, json.JSONDecodeError) as exc:  # e.g. not ready yet
             last_error = exc
             value = None
         if value:
@@ -57,11 +60,14 @@ def wait_for(
 
 
 def local_prometheus_config(
-    api_target: str, rule_files: list[Path] | None = None, interval: str = "1s"
+    api_targets: str | list[str],
+    worker_targets: list[str] | None = None,
+    rule_files: list[Path] | None = None,
+    interval: str = "1s",
 ) -> dict[str, Any]:
-    """prometheus.yml with the api job pointed at ``api_target``, no worker targets (no Celery
-    worker runs locally: the job stays, empty, as in a compose deployment without workers),
-    short intervals and absolute rule file paths."""
+    """prometheus.yml with job ``api`` scraping ``api_targets`` and job ``worker`` scraping
+    ``worker_targets`` (a static list in place of the DNS discovery; empty, as in a compose
+    deployment without workers, when none is given), short intervals and absolute rule paths."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))
     config["global"].update(
         scrape_interval=interval, evaluation_interval=interval, scrape_timeout=interval
@@ -73,10 +79,11 @@ def local_prometheus_config(
         else [str((base / f).resolve()) for f in config["rule_files"]]
     )
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    jobs["api"]["static_configs"] = [{"targets": [api_target]}]
+    targets = [api_targets] if isinstance(api_targets, str) else list(api_targets)
+    jobs["api"]["static_configs"] = [{"targets": targets}]
     worker = jobs["worker"]
     worker.pop("dns_sd_configs", None)
-    worker["static_configs"] = []
+    worker["static_configs"] = [{"targets": list(worker_targets)}] if worker_targets else []
     return config
 
 
@@ -186,47 +193,131 @@ def substitute(expr: str, variables: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", replace, expr)
 
 
+@dataclass(frozen=True)
+class Member:
+    """One process of the local stack: an API (``kind="api"``, scraped by job ``api``) or a
+    Celery worker (``kind="worker"``, job ``worker``). Members naming the same ``data_dir`` (a
+    folder of the work dir) share their file sinks, as the API and its workers must."""
+
+    name: str
+    kind: str = "api"
+    data_dir: str = "data"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Running:
+    """A started member: its process, port and data dir."""
+
+    member: Member
+    process: Process
+    port: int
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def instance(self) -> str:
+        """The ``instance`` label Prometheus gives its series."""
+        return f"127.0.0.1:{self.port}"
+
+
 @dataclass
 class LocalStack:
-    """The API and a Prometheus scraping it, both on 127.0.0.1."""
+    """APIs, Celery workers and a Prometheus scraping them, all on 127.0.0.1."""
 
-    api_url: str
-    api_instance: str
-    data_dir: Path
-    api: Process
+    apis: dict[str, Running]
+    workers: dict[str, Running]
     prometheus: Process
     prom: PrometheusAPI
 
-    def stop(self) -> None:
-        self.prom.close()
-        for process in (self.prometheus, self.api):
-            process.stop()
+    @property
+    def api(self) -> Running:
+        """The first API of the topology."""
+        return next(iter(self.apis.values()))
+
+    @property
+    def api_url(self) -> str:
+        return self.api.url
+
+    @property
+    def api_instance(self) -> str:
+        return self.api.instance
+
+    @property
+    def data_dir(self) -> Path:
+        return self.api.data_dir
+
+    def check_alive(self) -> None:
+        for running in (*self.apis.values(), *self.workers.values()):
+            running.process.check_alive()
+        self.prometheus.check_alive()
+
+
+# The full topology (see full_topology): two APIs scraped by job `api`, one in-process and one
+# publishing to Celery, a Celery worker (job `worker`) sharing the Celery API's data dir, and a
+# third, deliberately saturated in-process API whose task runs time out and whose backlog
+# overflows, so that timeouts, drops and 5xx answers are real rather than allow-listed.
+INPROCESS_API, CELERY_API, WORKER, STALLED_API = "api-inprocess", "api-celery", "worker", "stalled"
+STALLED_TIMEOUT_SECONDS = 1
+
+
+def break_log_sink(data_dir: Path) -> None:
+    """``log.txt`` as a directory: every write_log / safe_write_log run fails for real."""
+    (data_dir / "log.txt").mkdir()
+
+
+def block_log_sink(data_dir: Path) -> None:
+    """``log.txt`` as a FIFO nobody reads: opening it for writing blocks, so the run overruns
+    its timeout (the stack's teardown opens a reader to let it finish)."""
+    os.mkfifo(data_dir / "log.txt")
+
+
+def full_topology(broker_url: str) -> tuple[tuple[Member, ...], dict[str, Callable[[Path], None]]]:
+    """The members of the full local stack and how to prepare each data dir."""
+    celery = {"NOTIFY_BROKER_URL": broker_url}
+    members = (
+        Member(INPROCESS_API, "api", "data-inprocess"),
+        Member(CELERY_API, "api", "data-celery", {"NOTIFY_TASK_BACKEND": "celery", **celery}),
+        Member(WORKER, "worker", "data-celery", {**celery, "NOTIFY_TASK_CONCURRENCY": "4"}),
+        Member(
+            STALLED_API,
+            "api",
+            "data-stalled",
+            {
+                "NOTIFY_TASK_CONCURRENCY": "1",
+                "NOTIFY_TASK_BACKLOG": "1",
+                "NOTIFY_TASK_TIMEOUT_SECONDS": str(STALLED_TIMEOUT_SECONDS),
+            },
+        ),
+    )
+    prepare = {
+        "data-inprocess": break_log_sink,
+        "data-celery": break_log_sink,
+        "data-stalled": block_log_sink,
+    }
+    return members, prepare
 
 
 @contextlib.contextmanager
-def local_stack(
-    workdir: Path,
-    prometheus_bin: str = "/usr/bin/prometheus",
-    api_env: dict[str, str] | None = None,
-    prepare_data_dir: Callable[[Path], None] | None = None,
-) -> Iterator[LocalStack]:
-    """Start uvicorn (the real app) and Prometheus; stop both on exit."""
-    data_dir = workdir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if prepare_data_dir is not None:
-        prepare_data_dir(data_dir)
-    api_port, prom_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
-    env |= {
-        "NOTIFY_DATA_DIR": str(data_dir),
-        "NOTIFY_LOG_FORMAT": "json",
-        "PYTHONUNBUFFERED": "1",
-        "OTEL_SERVICE_NAME": "notification-api",
-    }
-    env |= api_env or {}
-    api = Process.start(
-        "api",
-        [
+def redis_database(url: str) -> Iterator[str]:
+    """A Redis database for the stack's broker, emptied before and after."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+        yield url
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def _member_command(member: Member, port: int) -> list[str]:
+    if member.kind == "api":
+        return [
             sys.executable,
             "-m",
             "uvicorn",
@@ -235,27 +326,99 @@ def local_stack(
             "--host",
             "127.0.0.1",
             "--port",
-            str(api_port),
-        ],
-        workdir / "api.log",
-        env=env,
-    )
-    processes = [api]
+            str(port),
+        ]
+    if member.kind == "worker":
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "service.worker",
+            "worker",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname",
+            f"{member.name}-{port}@%h",
+        ]
+    raise ValueError(f"unknown member kind {member.kind!r}")
+
+
+def _ready(running: Running) -> bool:
+    running.process.check_alive()
+    if running.member.kind == "api":
+        return httpx.get(f"{running.url}/healthz", timeout=2).status_code == 200
+    # A worker: its /metrics answers and Celery says it consumes.
+    metrics_up = httpx.get(f"{running.url}/metrics", timeout=2).status_code == 200
+    return metrics_up and "ready." in running.process.output()
+
+
+@contextlib.contextmanager
+def _fifo_readers(data_dirs: list[Path]) -> Iterator[None]:
+    """Open every FIFO of the data dirs for reading, so writers blocked on them can finish."""
+    fds = []
+    for data_dir in data_dirs:
+        for path in data_dir.iterdir():
+            if path.is_fifo():
+                fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def local_stack(
+    workdir: Path,
+    prometheus_bin: str = "/usr/bin/prometheus",
+    members: tuple[Member, ...] = (Member("api"),),
+    prepare: dict[str, Callable[[Path], None]] | None = None,
+) -> Iterator[LocalStack]:
+    """Start the members (real uvicorn / real Celery workers) and Prometheus; stop all on exit.
+
+    ``prepare`` maps a data dir name to a function called on it before anything starts."""
+    data_dirs: dict[str, Path] = {}
+    for member in members:
+        if member.data_dir not in data_dirs:
+            data_dirs[member.data_dir] = path = workdir / member.data_dir
+            path.mkdir(parents=True, exist_ok=True)
+            if prepare and member.data_dir in prepare:
+                prepare[member.data_dir](path)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
+    started: dict[str, Running] = {}
+    processes: list[Process] = []
     prom: PrometheusAPI | None = None
     try:
-        api_url = f"http://127.0.0.1:{api_port}"
+        for member in members:  # all start at once; readiness is awaited below
+            port = free_port()
+            env = base_env | {
+                "NOTIFY_DATA_DIR": str(data_dirs[member.data_dir]),
+                "NOTIFY_LOG_FORMAT": "json",
+                "PYTHONUNBUFFERED": "1",
+                "OTEL_SERVICE_NAME": f"notification-{member.kind}",
+            }
+            if member.kind == "worker":
+                env["NOTIFY_WORKER_METRICS_PORT"] = str(port)
+            env |= member.env
+            process = Process.start(
+                member.name, _member_command(member, port), workdir / f"{member.name}.log", env
+            )
+            processes.append(process)
+            started[member.name] = Running(member, process, port, data_dirs[member.data_dir])
+        for running in started.values():
+            wait_for(lambda r=running: _ready(r), 60, f"{running.member.name} to be ready")
 
-        def api_healthy() -> bool:
-            api.check_alive()
-            return httpx.get(f"{api_url}/healthz", timeout=2).status_code == 200
-
-        wait_for(api_healthy, 30, "the API's /healthz")
-
-        instance = f"127.0.0.1:{api_port}"
-        config_path = workdir / "prometheus.yml"
-        config_path.write_text(
-            yaml.safe_dump(local_prometheus_config(instance), sort_keys=False), encoding="utf-8"
+        apis = {n: r for n, r in started.items() if r.member.kind == "api"}
+        workers = {n: r for n, r in started.items() if r.member.kind == "worker"}
+        config = local_prometheus_config(
+            [r.instance for r in apis.values()], [r.instance for r in workers.values()]
         )
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        prom_port = free_port()
         prometheus = Process.start(
             "prometheus",
             [
@@ -270,20 +433,21 @@ def local_stack(
         )
         processes.append(prometheus)
         prom = PrometheusAPI(f"http://127.0.0.1:{prom_port}")
+        stack = LocalStack(apis, workers, prometheus, prom)
 
-        def api_scraped() -> bool:
-            prometheus.check_alive()
-            return any(
-                t["labels"].get("job") == "api" and t["health"] == "up" for t in prom.targets()
-            )
+        def all_scraped() -> bool:
+            stack.check_alive()
+            up = [t for t in prom.targets() if t["health"] == "up"]
+            return len(up) == len(started)
 
-        wait_for(api_scraped, 60, "Prometheus to scrape the API")
-        yield LocalStack(api_url, instance, data_dir, api, prometheus, prom)
+        wait_for(all_scraped, 60, "Prometheus to scrape every API and worker")
+        yield stack
     finally:
         if prom is not None:
             prom.close()
-        for process in reversed(processes):
-            process.stop()
+        with _fifo_readers(list(data_dirs.values())):
+            for process in reversed(processes):
+                process.stop()
 
 
 def drive_traffic(api_url: str, rounds: int, pause: float = 0.2) -> dict[str, int]:
@@ -306,4 +470,32 @@ def drive_traffic(api_url: str, rounds: int, pause: float = 0.2) -> dict[str, in
                 key = f"{response.status_code // 100}xx"
                 counts[key] = counts.get(key, 0) + 1
             time.sleep(pause)
+    return counts
+
+
+def drive_all(api_urls: list[str], rounds: int, pause: float = 0.2) -> dict[str, int]:
+    """drive_traffic on several APIs at once; the status counts summed."""
+    with ThreadPoolExecutor(max_workers=len(api_urls)) as pool:
+        results = list(pool.map(lambda url: drive_traffic(url, rounds, pause), api_urls))
+    total: dict[str, int] = {}
+    for counts in results:
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def overflow_backlog(api_url: str, attempts: int = 40) -> dict[str, int]:
+    """On the stalled API (concurrency 1, backlog 1, ``log.txt`` a FIFO nobody reads): the
+    first write_log run blocks, is reported ``timeout`` after the deadline and keeps the only
+    slot; the next one waits in the backlog, and the request after it is refused with 503
+    ``backlog_full``. Posts until that 503 (at once on later calls); returns the status counts."""
+    counts: dict[str, int] = {}
+    with httpx.Client(base_url=api_url, timeout=10) as client:
+        for _ in range(attempts):
+            response = client.post("/send-notification/stalled@example.com")
+            key = f"{response.status_code // 100}xx"
+            counts[key] = counts.get(key, 0) + 1
+            if response.status_code == 503:
+                break
+            time.sleep(0.05)
     return counts

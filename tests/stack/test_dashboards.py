@@ -19,6 +19,7 @@ from tests.stack.promql import label_names, metric_names
 
 # The Contract's labels, plus those Prometheus adds (job, instance) and histogram buckets (le).
 KNOWN_LABELS = {
+    "__name__",  # metric-name selectors in variable queries
     "task",
     "backend",
     "outcome",

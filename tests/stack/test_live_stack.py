@@ -1,7 +1,13 @@
-"""End to end: real uvicorn + real Prometheus with the project's config, rules and dashboards.
+"""End to end: the full topology under real Prometheus with the project's config, rules and
+dashboards.
 
-The data dir's ``log.txt`` is made a directory, so every ``write_log`` run fails (a real failure,
-not a mock) while ``sms_task`` succeeds: dashboards and rules see every outcome they chart.
+Two APIs are scraped by job ``api``: one runs tasks in-process, one publishes them to Celery on a
+real Redis (a database of its own), where a real Celery worker (job ``worker``, a static target in
+place of the DNS discovery) runs them. In both data dirs ``log.txt`` is a directory, so every
+``write_log`` run fails for real on both backends while ``sms_task`` succeeds. A third, saturated
+in-process API (concurrency 1, backlog 1, 1 s timeout, ``log.txt`` a FIFO nobody reads) turns a
+run into a real timeout and a request into a real 503 ``backlog_full`` drop. So every dashboard
+query must return data: nothing is allow-listed.
 """
 
 import re
@@ -18,57 +24,72 @@ from tests.stack.dashboards_util import (
     recording_rule_names,
     resolve_datasource,
 )
-from tests.stack.live import LocalStack, PromQLError, drive_traffic, local_stack, substitute
+from tests.stack.live import (
+    CELERY_API,
+    INPROCESS_API,
+    STALLED_API,
+    WORKER,
+    LocalStack,
+    PromQLError,
+    drive_all,
+    full_topology,
+    local_stack,
+    overflow_backlog,
+    redis_database,
+    substitute,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
-# Valid but may be empty: panels that chart only Celery-worker series. No Celery worker (nor
-# broker) runs in this test, so these queries are checked to parse and evaluate, not to return
-# data. Each entry must select worker-only series (job="worker" or backend="celery"); the test
-# enforces that, so this list cannot hide an in-process panel.
-WORKER_ONLY_PANELS = {
-    ("background-tasks.json", "Workers up"),
-    ("background-tasks.json", "In progress per worker"),
-    ("background-tasks.json", "Celery queue depth"),
-}
-WORKER_ONLY_MARKERS = ('job="worker"', 'backend="celery"')
-
-# Recording rules that stay empty unless the API answers 5xx, which this scenario never causes.
-RECORDS_NEEDING_5XX = {"job:http_server_request_errors:ratio_rate5m"}
-
+BROKER_URL = "redis://127.0.0.1:6379/10"  # a Redis database of this test's own
 KNOWN_TASKS = {"write_log", "sms_task", "safe_write_log"}
 
-
-def _break_log_sink(data_dir: Path) -> None:
-    (data_dir / "log.txt").mkdir()
+# What the stack must show before the tests look at it: failures and successes on both
+# backends, a timeout and a backlog_full drop, all through the recording rules.
+SETTLED = (
+    'task_backend:background_task_failure_ratio:rate5m{task="write_log", backend="inprocess"} > 0',
+    'task_backend:background_task_failure_ratio:rate5m{task="write_log", backend="celery"} > 0',
+    'task_backend:background_task_finished:rate5m{task="sms_task", backend="inprocess"} > 0',
+    'task_backend:background_task_finished:rate5m{task="sms_task", backend="celery"} > 0',
+    'instance_task_backend_outcome:background_task_finished:rate5m{outcome="timeout"} > 0',
+    'instance_task_backend_reason:background_task_dropped:rate5m{reason="backlog_full"} > 0',
+    'job:http_server_request_errors:ratio_rate5m{job="api"} > 0',
+)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> Iterator[LocalStack]:
     workdir = tmp_path_factory.mktemp("stack")
-    with local_stack(workdir, prometheus_bin, prepare_data_dir=_break_log_sink) as running:
-        counts = drive_traffic(running.api_url, rounds=15)
-        assert counts.get("2xx", 0) >= 60 and counts.get("4xx", 0) >= 30, counts
+    members, prepare = full_topology(BROKER_URL)
+    with (
+        redis_database(BROKER_URL),
+        local_stack(workdir, prometheus_bin, members, prepare) as running,
+    ):
+        stalled_url = running.apis[STALLED_API].url
+        stalled = overflow_backlog(stalled_url)
+        assert stalled.get("5xx") == 1, stalled
+        urls = [running.apis[INPROCESS_API].url, running.apis[CELERY_API].url]
+        counts = drive_all(urls, rounds=15)
+        assert counts.get("2xx", 0) >= 120 and counts.get("4xx", 0) >= 60, counts
+        # Another refusal, now that Prometheus has scraped the first: that 503 counter series
+        # was born at 1, so only a later increase shows in rates.
+        assert overflow_backlog(stalled_url).get("5xx") == 1
         prom = running.prom
+        missing: list[str] = []
 
-        def failures_recorded() -> bool:
-            running.api.check_alive()
-            ratio = prom.query(
-                'task_backend:background_task_failure_ratio:rate5m{task="write_log"} > 0'
-            )
-            done = prom.query('task_backend:background_task_finished:rate5m{task="sms_task"} > 0')
-            return bool(ratio and done)
+        def settled() -> bool:
+            running.check_alive()
+            missing[:] = [expr for expr in SETTLED if not prom.query(expr)]
+            return not missing
 
-        _wait(failures_recorded, 60, "recorded failure ratio of write_log")
-        drive_traffic(running.api_url, rounds=3)
-        _wait(lambda: _all_rules_evaluated(prom.rules()), 30, "every rule evaluated")
+        try:
+            wait_for(settled, 60, "failures, successes, a timeout and drops in recorded rates")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; still empty: {missing}") from None
+        drive_all(urls, rounds=3)
+        wait_for(lambda: _all_rules_evaluated(prom.rules()), 30, "every rule evaluated")
         yield running
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    from tests.stack.live import wait_for
-
-    wait_for(predicate, timeout, what)
 
 
 def _all_rules_evaluated(groups: list[dict[str, Any]]) -> bool:
@@ -91,24 +112,43 @@ def _dashboard_queries() -> list[tuple[str, str, str, str]]:
     return queries
 
 
-def _variables(stack: LocalStack, concrete: bool) -> dict[str, str]:
-    if not concrete:  # "All" selected: Grafana sends the variables' allValue, ".*"
+def _regex_values(*values: str) -> str:
+    """Values of a multi-valued variable as Grafana formats them for a Prometheus regex,
+    escaped once more for the PromQL string they land in."""
+    escaped = [re.escape(v).replace("\\", "\\\\") for v in values]
+    return escaped[0] if len(escaped) == 1 else f"({'|'.join(escaped)})"
+
+
+def _variables(stack: LocalStack, selection: str) -> dict[str, str]:
+    if selection == "all":  # "All" selected: Grafana sends the variables' allValue, ".*"
         return {"instance": ".*", "backend": ".*", "task": ".*", "route": ".*"}
-    # Specific selections, multi-valued ones formatted as Grafana does for Prometheus.
-    return {
-        "instance": re.escape(stack.api_instance).replace("\\", "\\\\"),
-        "backend": "inprocess",
+    common = {
         "task": "(write_log|sms_task)",
         "route": "(/send-sms|/send-notification/\\\\{email\\\\})",
     }
+    if selection == "inprocess":
+        return common | {
+            "instance": _regex_values(stack.apis[INPROCESS_API].instance),
+            "backend": "inprocess",
+        }
+    # The Celery API (it exports the Celery queue's depth and age) and its worker (the runs).
+    # The task dashboard's instance variable lists only the worker (it is built from
+    # background_task_capacity, which a publishing API does not export), so in Grafana the API
+    # is a typed-in custom value.
+    assert selection == "celery"
+    return common | {
+        "instance": _regex_values(stack.apis[CELERY_API].instance, stack.workers[WORKER].instance),
+        "backend": "celery",
+    }
 
 
-@pytest.mark.parametrize("concrete", [False, True], ids=["all-selected", "specific-values"])
-def test_every_dashboard_query_evaluates_with_data(stack: LocalStack, concrete: bool) -> None:
-    """Every dashboard PromQL query parses on Prometheus and returns data (worker-only aside)."""
+@pytest.mark.parametrize("selection", ["all", "inprocess", "celery"])
+def test_every_dashboard_query_evaluates_with_data(stack: LocalStack, selection: str) -> None:
+    """Every dashboard PromQL query parses on Prometheus and returns data, for "All" and for
+    each backend's instances selected."""
     queries = _dashboard_queries()
     assert len(queries) >= 25
-    variables = _variables(stack, concrete)
+    variables = _variables(stack, selection)
     empty, errors = [], []
     for name, title, ref, expr in queries:
         promql = substitute(expr, variables)
@@ -118,39 +158,73 @@ def test_every_dashboard_query_evaluates_with_data(stack: LocalStack, concrete: 
         except PromQLError as exc:
             errors.append(f"{name} / {title} / {ref}: {exc}")
             continue
-        if (name, title) in WORKER_ONLY_PANELS:
-            assert any(marker in expr for marker in WORKER_ONLY_MARKERS), (title, expr)
-            continue
         if not result:
             empty.append(f"{name} / {title} / {ref}: {promql}")
     assert errors == []
     assert empty == [], "queries without data:\n" + "\n".join(empty)
 
 
-def test_worker_only_allow_list_is_current() -> None:
-    """The worker-only allow-list names existing panels only."""
-    titles = {(name, title) for name, title, _, _ in _dashboard_queries()}
-    assert titles >= WORKER_ONLY_PANELS
+def _panel_series(stack: LocalStack, title: str, variables: dict[str, str]) -> list[Any]:
+    """The instant-query series of every target of the panel titled ``title``."""
+    exprs = [expr for _, panel_title, _, expr in _dashboard_queries() if panel_title == title]
+    assert exprs, f"no panel titled {title!r}"
+    return [s for expr in exprs for s in stack.prom.query(substitute(expr, variables))]
+
+
+def _nonzero(stack: LocalStack, title: str, variables: dict[str, str]) -> set[str]:
+    """The label sets (as "k=v,..." strings) of a panel's series whose value is not zero."""
+    return {
+        ",".join(f"{k}={v}" for k, v in sorted(series["metric"].items()) if k != "__name__")
+        for series in _panel_series(stack, title, variables)
+        if float(series["value"][1]) != 0
+    }
+
+
+def test_celery_panels_show_the_worker_and_the_queue(stack: LocalStack) -> None:
+    """The Celery row charts the real worker (up, capacity) and the Celery API's queue."""
+    variables = _variables(stack, "all")
+    worker = stack.workers[WORKER].instance
+    assert _nonzero(stack, "Workers up", variables) == {f"instance={worker},job=worker"}
+    per_worker = _panel_series(stack, "In progress per worker", variables)
+    assert [s["metric"] for s in per_worker] == [{"instance": worker}]
+    queues = _panel_series(stack, "Celery queue depth", variables)
+    assert [s["metric"] for s in queues] == [{"queue": "celery"}]
+    capacity = _nonzero(stack, "In progress vs capacity", _variables(stack, "celery"))
+    assert capacity == {"backend=celery"}, capacity
+
+
+def test_timeout_and_drop_panels_show_real_events(stack: LocalStack) -> None:
+    """The saturated API's timeout and backlog_full drop reach the Timeouts and Dropped panels
+    (and, through its 503, the 5xx ratio)."""
+    variables = _variables(stack, "all")
+    assert _nonzero(stack, "Timeouts", variables) == {"task=write_log"}
+    assert "reason=backlog_full,task=write_log" in _nonzero(stack, "Dropped tasks", variables)
+    assert _nonzero(stack, "5xx ratio", variables)
 
 
 def test_dashboard_variables_list_the_live_values(stack: LocalStack) -> None:
-    """Each label_values() variable query lists the values the running service exposes."""
+    """Each label_values() variable query lists the values the running services expose: the
+    task dashboard's instances are the processes that run tasks (the in-process APIs and the
+    worker), the HTTP dashboard's are the APIs."""
+    apis = {running.instance for running in stack.apis.values()}
+    runners = {stack.apis[INPROCESS_API].instance, stack.apis[STALLED_API].instance}
     expected = {
-        "instance": {stack.api_instance},
-        "backend": {"inprocess"},
-        "task": KNOWN_TASKS,
-        "route": {"/send-sms", "/safe-notify"},
+        ("background-tasks.json", "instance"): runners | {stack.workers[WORKER].instance},
+        ("http-service.json", "instance"): apis,
+        ("background-tasks.json", "backend"): {"inprocess", "celery"},
+        ("background-tasks.json", "task"): KNOWN_TASKS,
+        ("http-service.json", "route"): {"/send-sms", "/safe-notify"},
     }
     seen = 0
-    for model in dashboards_module().build_dashboards().values():
+    for name, model in dashboards_module().build_dashboards().items():
         for variable in model["templating"]["list"]:
             if variable["type"] != "query":
                 continue
             match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", variable["query"])
             assert match, variable["query"]
-            selector = substitute(match.group(1), _variables(stack, concrete=False))
+            selector = substitute(match.group(1), _variables(stack, "all"))
             values = set(stack.prom.label_values(match.group(2), selector))
-            assert expected[variable["name"]] <= values, (variable["name"], values)
+            assert expected[name, variable["name"]] <= values, (name, variable["name"], values)
             seen += 1
     assert seen >= 5
 
@@ -171,36 +245,73 @@ def test_every_rule_group_evaluates_healthy(stack: LocalStack) -> None:
 
 
 def test_recording_rules_produce_series(stack: LocalStack) -> None:
-    """Every recording rule yields series from real traffic (5xx-only ratio aside)."""
-    missing = [
-        name
-        for name in sorted(recording_rule_names() - RECORDS_NEEDING_5XX)
-        if not stack.prom.query(name)
-    ]
+    """Every recording rule yields series from real traffic."""
+    missing = [name for name in sorted(recording_rule_names()) if not stack.prom.query(name)]
     assert missing == []
 
 
+def _active(stack: LocalStack, alertname: str) -> list[dict[str, Any]]:
+    return [a for a in stack.prom.alerts() if a["labels"].get("alertname") == alertname]
+
+
 def test_failure_alert_goes_pending_for_failing_task(stack: LocalStack) -> None:
-    """BackgroundTaskHighFailureRatio becomes active for write_log, not for sms_task."""
-
-    def active() -> list[dict[str, Any]]:
-        return [
-            a
-            for a in stack.prom.alerts()
-            if a["labels"].get("alertname") == "BackgroundTaskHighFailureRatio"
-        ]
-
-    _wait(active, 30, "BackgroundTaskHighFailureRatio to become active")
-    alerts = active()
+    """BackgroundTaskHighFailureRatio becomes active for write_log on both backends, never for
+    sms_task; CeleryWorkerDown and NotificationAPIDown stay inactive while all is up."""
+    wait_for(
+        lambda: (
+            {
+                a["labels"]["backend"]
+                for a in _active(stack, "BackgroundTaskHighFailureRatio")
+                if a["labels"]["task"] == "write_log"
+            }
+            >= {"inprocess", "celery"}
+        ),
+        30,
+        "BackgroundTaskHighFailureRatio to become active for write_log on both backends",
+    )
+    alerts = _active(stack, "BackgroundTaskHighFailureRatio")
     tasks = {a["labels"]["task"] for a in alerts}
-    # safe_write_log also writes log.txt; whether its handled error counts as a failed run is
-    # the service's choice, so it may be active too. sms_task (sms_log.txt) must not be.
-    assert "write_log" in tasks and tasks <= {"write_log", "safe_write_log"}, tasks
+    # safe_write_log also writes log.txt and fails; sms_task (sms_log.txt) must not alert.
+    assert tasks <= {"write_log", "safe_write_log"}, tasks
     assert all(a["state"] in {"pending", "firing"} for a in alerts)
     assert alerts[0]["annotations"]["dashboard_url"].endswith("/d/background-tasks")
-    quiet = {a["labels"]["alertname"] for a in stack.prom.alerts()}
-    assert "NotificationAPIDown" not in quiet
-    assert "CeleryWorkerDown" not in quiet  # no worker deployed, nothing published to Celery
+    active = {a["labels"]["alertname"] for a in stack.prom.alerts()}
+    assert "NotificationAPIDown" not in active
+    assert "CeleryWorkerDown" not in active  # the worker is up and consuming
+
+
+def test_celery_worker_down_stays_inactive_while_the_worker_is_up(stack: LocalStack) -> None:
+    """With tasks published to Celery and the worker up, CeleryWorkerDown's expression is
+    empty (neither pending nor firing), and the worker target is up."""
+    stack.check_alive()
+    up = stack.prom.query('up{job="worker"}')
+    assert [(s["metric"]["instance"], s["value"][1]) for s in up] == [
+        (stack.workers[WORKER].instance, "1")
+    ]
+    assert stack.prom.query('sum(rate(background_task_enqueued_total{backend="celery"}[5m])) > 0')
+    rule = next(
+        r for g in stack.prom.rules() for r in g["rules"] if r.get("name") == "CeleryWorkerDown"
+    )
+    assert rule["health"] == "ok" and rule["state"] == "inactive", rule
+    assert stack.prom.query(rule["query"]) == []
+
+
+def test_timeout_and_drop_alerts_go_pending(stack: LocalStack) -> None:
+    """The real timeout and backlog_full drop make their alerts active for the stalled API's
+    tasks."""
+
+    def active_pair() -> bool:
+        timeouts = _active(stack, "BackgroundTaskTimeouts")
+        drops = _active(stack, "BackgroundTasksDropped")
+        return bool(timeouts and drops)
+
+    wait_for(active_pair, 30, "BackgroundTaskTimeouts and BackgroundTasksDropped to be active")
+    timeouts = _active(stack, "BackgroundTaskTimeouts")
+    assert {(a["labels"]["task"], a["labels"]["backend"]) for a in timeouts} == {
+        ("write_log", "inprocess")
+    }
+    drops = _active(stack, "BackgroundTasksDropped")
+    assert {a["labels"]["reason"] for a in drops} == {"backlog_full"}
 
 
 def test_exemplars_reach_prometheus_with_trace_ids(stack: LocalStack) -> None:
