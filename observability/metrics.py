@@ -1,6 +1,7 @@
 """Prometheus metrics of background tasks and HTTP requests, created once per registry."""
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -35,10 +36,37 @@ TASK_BUCKETS = (
 )
 
 
+class TaskSeries:
+    """The labelled children of one task on one backend, resolved once (``labels()`` costs a
+    lock and a validation per call, and a run touches a dozen series)."""
+
+    def __init__(self, metrics: "TaskMetrics", task: str, backend: str) -> None:
+        self.metrics, self.labels = metrics, (task, backend)
+        self.enqueued = metrics.enqueued.labels(task, backend)
+        self.started = metrics.started.labels(task, backend)
+        self.queue_wait = metrics.queue_wait.labels(task, backend)
+        self.in_progress = metrics.in_progress.labels(task, backend)
+        self.last_started = metrics.last_started.labels(task, backend)
+        self._by_outcome: dict[str, tuple[Any, Any, Any]] = {}
+
+    def outcome(self, outcome: str) -> tuple[Any, Any, Any]:
+        """(finished counter, duration histogram, last-finished gauge) for ``outcome``."""
+        children = self._by_outcome.get(outcome)
+        if children is None:
+            labels = (*self.labels, outcome)
+            children = self._by_outcome[outcome] = (
+                self.metrics.finished.labels(*labels),
+                self.metrics.duration.labels(*labels),
+                self.metrics.last_finished.labels(*labels),
+            )
+        return children
+
+
 class TaskMetrics:
     """The contract's ``background_task_*`` metrics."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._series: dict[tuple[str, str], TaskSeries] = {}
         task = ("task", "backend")
         self.enqueued = Counter(
             names.TASK_ENQUEUED, "Tasks accepted for running.", task, registry=registry
@@ -106,6 +134,13 @@ class TaskMetrics:
             (*task, "outcome"),
             registry=registry,
         )
+
+    def series(self, task: str, backend: str) -> TaskSeries:
+        """The cached children of ``task`` on ``backend``."""
+        found = self._series.get((task, backend))
+        if found is None:
+            found = self._series[(task, backend)] = TaskSeries(self, task, backend)
+        return found
 
     def declare(self, tasks: Iterable[str], backend: str, outcomes: Iterable[str]) -> None:
         """Create the series of known tasks at zero, so dashboards and alerts see them."""

@@ -44,7 +44,7 @@ class FailureSink(Protocol):
 
 def iso(timestamp: float) -> str:
     """Epoch seconds as ISO 8601 in UTC."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _hex_trace_id(span: Span) -> str | None:
@@ -104,7 +104,7 @@ class TaskRunner:
 
     def accepted(self, envelope: TaskEnvelope) -> None:
         """A task was accepted and will run (count, journal, ``task.enqueued``)."""
-        self.metrics.enqueued.labels(envelope.name, self.backend).inc()
+        self.metrics.series(envelope.name, self.backend).enqueued.inc()
         if self.journal is not None:
             self.journal.add(
                 TaskRecord(envelope.id, envelope.name, self.backend, "queued", envelope.enqueued_at)
@@ -161,11 +161,11 @@ class TaskRunner:
         )
         run = Run(self, envelope, span)
         span.set_attribute(names.ATTR_TASK_QUEUE_WAIT, run.queue_wait)
-        labels = (envelope.name, self.backend)
-        self.metrics.started.labels(*labels).inc()
-        self.metrics.in_progress.labels(*labels).inc()
-        self.metrics.last_started.labels(*labels).set(run.started_at)
-        self._observe(self.metrics.queue_wait.labels(*labels), run.queue_wait, span)
+        series = self.metrics.series(envelope.name, self.backend)
+        series.started.inc()
+        series.in_progress.inc()
+        series.last_started.set(run.started_at)
+        self._observe(series.queue_wait, run.queue_wait, span)
         if self.journal is not None:
             self.journal.update(
                 envelope.id,
@@ -188,16 +188,17 @@ class TaskRunner:
     ) -> None:
         envelope, span = run.envelope, run.span
         finished_at = run.started_at + duration
-        labels = (envelope.name, self.backend)
-        self.metrics.finished.labels(*labels, outcome).inc()
-        self._observe(self.metrics.duration.labels(*labels, outcome), duration, span)
-        self.metrics.in_progress.labels(*labels).dec()
-        self.metrics.last_finished.labels(*labels, outcome).set(finished_at)
+        series = self.metrics.series(envelope.name, self.backend)
+        finished, histogram, last_finished = series.outcome(outcome)
+        finished.inc()
+        self._observe(histogram, duration, span)
+        series.in_progress.dec()
+        last_finished.set(finished_at)
         error_type = None if error is None else type(error).__name__
         if outcome == names.OUTCOME_TIMEOUT and error is None:
             error_type = "TimeoutError"
         if error_type is not None and outcome != names.OUTCOME_SUCCESS:
-            self.metrics.failures.labels(*labels, error_type).inc()
+            self.metrics.failures.labels(*series.labels, error_type).inc()
         if self.journal is not None:
             self.journal.update(
                 envelope.id,
