@@ -20,6 +20,7 @@ worker: $(BIN)/.installed
 	$(BIN)/celery -A service.worker worker --loglevel=INFO
 
 test: $(BIN)/.installed
+	tools/test-services.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
