@@ -1,12 +1,19 @@
-"""Throughput of the service vs the uninstrumented tutorial app (``make bench``).
+"""Throughput of the service vs the tutorial app, bare and instrumented (``make bench``).
 
 Every app runs under real uvicorn (one worker, ``--log-level warning``) on a free
 127.0.0.1 port, with its file sinks in a fresh temporary ``NOTIFY_DATA_DIR``:
 
-* ``tutorial``     the tutorial app (``bench/tutorial_app.py``, FastAPI ``BackgroundTasks``);
+* ``tutorial``     the tutorial app (``bench/tutorial_app.py``, FastAPI ``BackgroundTasks``),
+                   uninstrumented;
+* ``tutorial-instrumented`` the same app with the usual FastAPI observability stack, which does
+                   not observe background tasks: prometheus-fastapi-instrumentator (HTTP metrics,
+                   ``/metrics``) and opentelemetry-instrumentation-fastapi (request spans, SDK
+                   ``TracerProvider`` without exporter); no access log, as for ``tutorial``
+                   (``NOTIFY_BENCH_INSTRUMENTED=1``, see ``bench/tutorial_app.py``);
 * ``ours``         the service (``--factory service.main:create_app``), ``NOTIFY_LOG_FORMAT=json``,
                    its JSON logs on stdout redirected to a file (writing them is part of the cost);
-* ``ours-devnull`` the same with its stdout sent to /dev/null.
+* ``ours-devnull`` the same with its stdout sent to /dev/null (not run by default: it measured
+                   the same as ``ours``).
 
 For each app and scenario (``POST /send-notification/user@example.com``: one task a request;
 ``POST /advanced-notification/user@example.com?q=x``: two tasks a request) a fixed number of
@@ -60,11 +67,18 @@ class AppSpec:
 
 APPS = {
     "tutorial": AppSpec("tutorial", "bench.tutorial_app:app", False, {}, "file"),
+    "tutorial-instrumented": AppSpec(
+        "tutorial-instrumented",
+        "bench.tutorial_app:app",
+        False,
+        {"NOTIFY_BENCH_INSTRUMENTED": "1"},
+        "file",
+    ),
     "ours": AppSpec("ours", "service.main:create_app", True, {"NOTIFY_LOG_FORMAT": "json"}, "file"),
+    # not run by default (--apps): ours-devnull measured the same as ours; where the cost goes
     "ours-devnull": AppSpec(
         "ours-devnull", "service.main:create_app", True, {"NOTIFY_LOG_FORMAT": "json"}, "devnull"
     ),
-    # not run by default (--apps): where the cost goes
     "ours-notrace": AppSpec(
         "ours-notrace",
         "service.main:create_app",
@@ -80,7 +94,9 @@ APPS = {
         "devnull",
     ),
 }
-DEFAULT_APPS = ("tutorial", "ours", "ours-devnull")
+DEFAULT_APPS = ("tutorial", "tutorial-instrumented", "ours")
+# ratio tables: every other app / baseline (for the instrumented baseline, only the service)
+BASELINES = ("tutorial", "tutorial-instrumented")
 
 
 @dataclass(frozen=True)
@@ -556,7 +572,7 @@ def run_app(
         for scenario in scenarios:
             r = run_scenario(server, counter, scenario, args, round_no, wrk_script)
             print(
-                f"  round {round_no} {spec.name:<13} {scenario.name:<22} "
+                f"  round {round_no} {spec.name:<21} {scenario.name:<22} "
                 f"{r.requests_per_s:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
                 f"{r.tasks_per_s:8.0f} tasks/s  lag {r.drain_lag_s:5.2f} s  "
                 f"lines {r.lines_written}/{r.tasks_expected}"
@@ -614,21 +630,29 @@ def summarise(
             entry["errors"] = sum(r["errors"] for r in mine)
             entry["lost"] = sum(r["lost"] for r in mine)
             summary[app][scenario] = entry
-    ratios: dict[str, Any] = {}
-    if "tutorial" in summary:
-        base = summary["tutorial"]
+    ratios: dict[str, dict[str, Any]] = {}
+    for baseline in BASELINES:
+        if baseline not in summary:
+            continue
+        base = summary[baseline]
+        ratios[baseline] = {}
         for app in apps:
-            if app == "tutorial":
+            if app == baseline or (baseline != "tutorial" and app.startswith("tutorial")):
                 continue
-            ratios[app] = {"peak_rss": summary[app]["peak_rss_mb"] / base["peak_rss_mb"]}
+            r: dict[str, Any] = {"peak_rss": summary[app]["peak_rss_mb"] / base["peak_rss_mb"]}
             for scenario in SCENARIOS:
                 if scenario in summary[app] and scenario in base:
-                    ratios[app][scenario] = {
+                    r[scenario] = {
                         m: summary[app][scenario][m] / base[scenario][m]
                         for m in RATIO_METRICS
                         if base[scenario][m]
                     }
-    return {"medians": summary, "ratios_vs_tutorial": ratios}
+            ratios[baseline][app] = r
+    return {
+        "medians": summary,
+        "ratios_vs_tutorial": ratios.get("tutorial", {}),
+        "ratios_vs_tutorial_instrumented": ratios.get("tutorial-instrumented", {}),
+    }
 
 
 def machine_info(loadgen: str) -> dict[str, Any]:
@@ -679,9 +703,18 @@ def fmt(v: float | None, spec: str) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     m, cfg = result["machine"], result["config"]
-    medians, ratios = result["summary"]["medians"], result["summary"]["ratios_vs_tutorial"]
+    medians = result["summary"]["medians"]
+    notes = {
+        "tutorial": "`tutorial`: the tutorial app, uninstrumented",
+        "tutorial-instrumented": "`tutorial-instrumented`: the same with "
+        "prometheus-fastapi-instrumentator (HTTP metrics, `/metrics`) and "
+        "opentelemetry-instrumentation-fastapi (request spans, SDK TracerProvider, no exporter); "
+        "no access log; background tasks unobserved",
+        "ours": "`ours`: the service, JSON logs to a file",
+        "ours-devnull": "`ours-devnull`: JSON logs to /dev/null",
+    }
     out = [
-        "# Throughput: service vs tutorial app",
+        "# Throughput: service vs tutorial app (bare and with the usual instrumentation)",
         "",
         f"- date: {m['date']}; machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}",
         f"- Python {m['python']}, FastAPI {m['fastapi']}, Starlette {m['starlette']}, "
@@ -691,8 +724,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"warm-up {cfg['warmup']}, generator `{m['loadgen']}`"
         + (f" ({m['wrk']})" if m["wrk"] else "")
         + f"; median of {cfg['rounds']} rounds (order alternating)",
-        "- `ours`: JSON logs to a file; `ours-devnull`: JSON logs to /dev/null. "
-        "tasks/s = tasks / (first request .. last task line in log.txt); "
+        "- "
+        + "; ".join(notes[a] for a in medians if a in notes)
+        + ". tasks/s = tasks / (first request .. last task line in log.txt); "
         "lag = last response .. last task line.",
         "",
         "| app | scenario | req/s | p50 ms | p99 ms | tasks/s | lag s | CPU µs/req | "
@@ -704,20 +738,30 @@ def markdown(result: dict[str, Any]) -> str:
             if scenario not in per_app:
                 continue
             e = per_app[scenario]
+            # the tutorial apps log nothing to stdout
+            log_bytes = (
+                "-" if app.startswith("tutorial") else fmt(e["stdout_bytes_per_request"], ".0f")
+            )
             out.append(
                 f"| {app} | {scenario} | {fmt(e['requests_per_s'], '.0f')} | "
                 f"{fmt(e['p50_ms'], '.2f')} | {fmt(e['p99_ms'], '.2f')} | "
                 f"{fmt(e['tasks_per_s'], '.0f')} | {fmt(e['drain_lag_s'], '.2f')} | "
                 f"{fmt(e['server_cpu_us_per_request'], '.0f')} | "
-                f"{fmt(e['stdout_bytes_per_request'], '.0f') if app != 'tutorial' else '-'} | "
+                f"{log_bytes} | "
                 f"{e['lost']} | {e['rejected']} |"
             )
     out += ["", "| app | peak RSS (VmHWM) MB |", "|---|---:|"]
     out += [f"| {app} | {per_app['peak_rss_mb']:.1f} |" for app, per_app in medians.items()]
-    if ratios:
+    for key, baseline in (
+        ("ratios_vs_tutorial", "tutorial"),
+        ("ratios_vs_tutorial_instrumented", "tutorial-instrumented"),
+    ):
+        ratios = result["summary"].get(key)
+        if not ratios:
+            continue
         out += [
             "",
-            "Ratios ours / tutorial (req/s and tasks/s: higher is better; latency, CPU, RSS: "
+            f"Ratios app / {baseline} (req/s and tasks/s: higher is better; latency, CPU, RSS: "
             "lower is better):",
             "",
             "| app | scenario | req/s | p50 | p99 | tasks/s | CPU/req | RSS |",

@@ -6,6 +6,18 @@ folder named by ``NOTIFY_DATA_DIR`` (default: the current directory, as in the t
 so benchmark runs do not litter the repository.
 
 Run: ``NOTIFY_DATA_DIR=/tmp/x uvicorn bench.tutorial_app:app`` (from the repository root).
+
+With ``NOTIFY_BENCH_INSTRUMENTED=1`` the app also gets the usual FastAPI observability stack,
+which sees HTTP requests but not background tasks (the ``tutorial-instrumented`` baseline):
+
+* ``prometheus_fastapi_instrumentator.Instrumentator().instrument(app).expose(app)``
+  (default settings: HTTP request metrics, ``GET /metrics``);
+* ``FastAPIInstrumentor.instrument_app(app, tracer_provider=...)`` with an OpenTelemetry SDK
+  ``TracerProvider`` that has no span processor: request spans are created, sampled and ended,
+  then dropped (no exporter, so no export cost).
+
+No access log is added (uvicorn's is off under ``--log-level warning``, as for the plain app).
+Without the variable nothing of this is imported and the app is the tutorial's.
 """
 
 import os
@@ -79,3 +91,12 @@ def safe_write_log(message: str) -> None:
 async def safe_notify(tasks: BackgroundTasks) -> dict[str, str]:
     tasks.add_task(safe_write_log, "安全日志条目\n")
     return {"status": "error-handled"}
+
+
+if os.environ.get("NOTIFY_BENCH_INSTRUMENTED") == "1":
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    Instrumentator().instrument(app).expose(app)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=TracerProvider())

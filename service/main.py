@@ -1,12 +1,7 @@
 """The app factory: ``uvicorn --factory service.main:create_app``."""
 
-import asyncio
-import os
-import signal
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -28,6 +23,7 @@ from observability.tracing import create_tracer_provider, shutdown_tracer_provid
 from service.notifications import NotificationService
 from service.routes import build_router
 from service.settings import Settings
+from service.shutdown import GracefulShutdown
 
 PROBE_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 _MASKED_SPAN_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "url.full")
@@ -51,38 +47,6 @@ def build_backend(settings: Settings, runner: TaskRunner) -> Backend:
     return InProcessBackend(
         runner, concurrency=settings.task_concurrency, backlog=settings.task_backlog
     )
-
-
-def drain_on_sigterm(backend: Backend, grace: float) -> Callable[[], None]:
-    """On SIGTERM keep serving (``/readyz`` answers 503, new tasks are refused) while the backlog
-    drains for up to ``grace`` seconds, then pass the signal on to the server. Returns a function
-    that restores the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    loop = asyncio.get_running_loop()
-    previous = signal.getsignal(signal.SIGTERM)
-    log = get_logger("service.shutdown")
-
-    async def drain_then_exit(signum: int, frame: FrameType | None) -> None:
-        log.info("shutdown.draining", grace_seconds=grace)
-        await backend.drain(grace)
-        log.info("shutdown.drained")
-        signal.signal(signal.SIGTERM, previous)
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        backend.stop_accepting()
-        loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit(signum, frame)))
-
-    signal.signal(signal.SIGTERM, handler)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
 
 
 def create_app(
@@ -116,7 +80,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         notifications.ensure_data_dir()
         await backend.start()
-        restore_signal = drain_on_sigterm(backend, settings.shutdown_grace_seconds)
+        shutdown = GracefulShutdown(backend, settings.shutdown_grace_seconds)
+        shutdown.install()
         get_logger("service").info(
             "service.started",
             backend=backend.name,
@@ -126,8 +91,8 @@ def create_app(
         try:
             yield
         finally:
-            restore_signal()
-            await backend.drain(settings.shutdown_grace_seconds)
+            shutdown.uninstall()
+            await backend.drain(shutdown.remaining_grace())
             get_logger("service").info("service.stopped")
             if owns_provider:
                 shutdown_tracer_provider(provider)

@@ -426,3 +426,17 @@ def test_slow_task_never_holds_the_response(start_service: Any, tmp_path: Path) 
     )
     FifoReader(fifo, seconds=2)
     wait_until(lambda: service.client.get(f"/tasks/{task_id}").json()["state"] == "succeeded")
+
+
+def test_second_sigterm_stops_waiting_for_the_drain(start_service: Any, tmp_path: Path) -> None:
+    """A second SIGTERM ends the drain early; tasks that never ran are still counted."""
+    fifo = make_fifo(tmp_path / "data")  # the first run blocks: the backlog can't drain
+    service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_SHUTDOWN_GRACE_SECONDS="120")
+    ids = [service.client.post("/safe-notify").json()["task_ids"][0] for _ in range(3)]
+    service.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: service.client.get("/readyz").status_code == 503)
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(60) in (0, -signal.SIGTERM)  # far less than the 120 s grace
+    FifoReader(fifo, seconds=1)
+    dropped = {e["task_id"] for e in events(service, "task.dropped")}
+    assert set(ids[1:]) <= dropped
