@@ -101,6 +101,8 @@ class CeleryBackend:
             }
         if state == TIMED_OUT:
             return {"state": "timed_out", "error_type": "TaskTimeout"}
+        if state == "RETRY":
+            return {"state": "queued", "error_type": type(value).__name__}
         if state == "FAILURE":
             error_type = type(value).__name__
             timed_out = isinstance(value, TimeoutError) or error_type == "TaskTimeout"
@@ -190,9 +192,11 @@ class WorkerRuntime:
         self.runner = runner
         self.resolve = resolve
 
-    def run(self, payload: dict[str, Any], report: Callable[[str], None]) -> dict[str, Any]:
+    def run(
+        self, payload: dict[str, Any], report: Callable[[str], None], *, retry: bool = False
+    ) -> dict[str, Any]:
         """Run one message; ``report(state)`` publishes an interim state (a timed-out run whose
-        body is still running) to the result backend."""
+        body is still running) to the result backend; ``retry``: a failure will be retried."""
         envelope = envelope_from_message(payload)
         body = _Body(self.resolve(envelope.name), envelope.args, envelope.kwargs)
 
@@ -204,7 +208,7 @@ class WorkerRuntime:
             body.reraise()
 
         try:
-            run = self.runner.run_sync(replace(envelope, args=(), kwargs={}), call)
+            run = self.runner.run_sync(replace(envelope, args=(), kwargs={}), call, retry=retry)
         except TaskTimeout:
             report(TIMED_OUT)
             t0 = time.perf_counter()
@@ -243,9 +247,30 @@ class _Body(threading.Thread):
             raise self.error
 
 
-def register_run_task(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
-    """Register the one Celery task that runs envelopes through ``runtime()``."""
+def register_run_task(
+    app: Celery,
+    runtime: Callable[[], WorkerRuntime],
+    *,
+    max_retries: int = 0,
+    backoff: float = 1.0,
+) -> None:
+    """Register the one Celery task that runs envelopes through ``runtime()``. A failed run
+    (not a timeout) is retried up to ``max_retries`` times, ``backoff * 2**n`` seconds later;
+    such runs end with outcome ``retry``."""
 
     @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def run(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        return runtime().run(payload, lambda state: task.update_state(state=state))
+        retries = int(task.request.retries or 0)
+        again = retries < max_retries
+        try:
+            return runtime().run(payload, lambda state: task.update_state(state=state), retry=again)
+        except TaskTimeout:
+            raise
+        except Exception as exc:
+            if not again:
+                raise
+            countdown = backoff * 2**retries
+            retried = payload | {"enqueued_at": time.time() + countdown}
+            raise task.retry(
+                exc=exc, args=[retried], countdown=countdown, max_retries=max_retries
+            ) from exc

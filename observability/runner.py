@@ -236,7 +236,7 @@ class TaskRunner:
             else:
                 self.log.error(names.OUTCOME_EVENTS[outcome], **fields)
         span.end(end_time=int(finished_at * 1e9))
-        if outcome in (names.OUTCOME_FAILURE, names.OUTCOME_TIMEOUT):
+        if outcome != names.OUTCOME_SUCCESS:
             self._report(
                 FailureReport(
                     envelope.name,
@@ -337,9 +337,10 @@ class TaskRunner:
                 error_type=type(error).__name__ if error else None,
             )
 
-    def run_sync(self, envelope: TaskEnvelope, func: TaskFunction) -> Run:
+    def run_sync(self, envelope: TaskEnvelope, func: TaskFunction, *, retry: bool = False) -> Run:
         """Run ``func`` in this thread (Celery workers); the backend enforces the time limit and
-        ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``."""
+        ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``. With ``retry``
+        a failure is reported as outcome ``retry`` (the backend will run the task again)."""
         run = self.begin(envelope)
         with trace.use_span(run.span, end_on_exit=False):
             try:
@@ -348,7 +349,7 @@ class TaskRunner:
                 run.finish(names.OUTCOME_TIMEOUT, exc)
                 raise
             except BaseException as exc:
-                run.finish(names.OUTCOME_FAILURE, exc)
+                run.finish(names.OUTCOME_RETRY if retry else names.OUTCOME_FAILURE, exc)
                 raise
             run.finish(names.OUTCOME_SUCCESS)
         return run

@@ -109,7 +109,12 @@ class Worker:
 
 worker = Worker()
 app = create_celery_app(worker.settings)
-register_run_task(app, worker.runtime)
+register_run_task(
+    app,
+    worker.runtime,
+    max_retries=worker.settings.task_max_retries,
+    backoff=worker.settings.task_retry_backoff_seconds,
+)
 
 
 def _setup_logging(**_: Any) -> None:

@@ -162,3 +162,34 @@ def test_unreachable_broker_is_503_enqueue_error(start_service: Any) -> None:
     )
     wait_until(lambda: api.client.get("/readyz").status_code == 503)
     _ = free_port
+
+
+def test_failed_runs_are_retried_then_fail(
+    start_service: Any, start_worker: Any, broker_url: str, tmp_path: Path
+) -> None:
+    """With NOTIFY_TASK_MAX_RETRIES=2 a failing task runs 3 times: retry, retry, failure."""
+    env = {
+        "NOTIFY_DATA_DIR": str(tmp_path / "data"),
+        "NOTIFY_BROKER_URL": broker_url,
+        "NOTIFY_TASK_MAX_RETRIES": "2",
+        "NOTIFY_TASK_RETRY_BACKOFF_SECONDS": "0.05",
+    }
+    worker = start_worker(**env)
+    api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
+    (api.data_dir / "log.txt").mkdir(parents=True)
+    task_id = api.client.post("/safe-notify").json()["task_ids"][0]
+    wait_until(lambda: finished(worker, "safe_write_log", "failure") == 1, timeout=20)
+    assert finished(worker, "safe_write_log", "retry") == 2
+    assert (
+        worker.value(
+            "background_task_failures_total",
+            task="safe_write_log",
+            backend="celery",
+            exception="IsADirectoryError",
+        )
+        == 3
+    )
+    errors = (api.data_dir / "error.log").read_text().splitlines()
+    assert [line.rsplit("outcome=", 1)[1] for line in errors] == ["retry)", "retry)", "failure)"]
+    assert all(task_id in line for line in errors)
+    wait_until(lambda: api.client.get(f"/tasks/{task_id}").json()["state"] == "failed")

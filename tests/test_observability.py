@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import (
     OtlpReceiver,
@@ -161,7 +160,7 @@ def test_timeout_reports_timeout_outcome(start_service: Any, tmp_path: Path) -> 
     )
     record = service.client.get(f"/tasks/{task_id}").json()
     assert record["state"] == "timed_out"
-    assert record["duration_seconds"] == pytest.approx(0.3, abs=0.25)
+    assert record["duration_seconds"] >= 0.29  # reported at the deadline, not before
     timed_out = events(service, "task.timed_out")
     assert timed_out[0]["task_id"] == task_id and timed_out[0]["error_type"] == "TimeoutError"
     assert "timeout" in (tmp_path / "data" / "error.log").read_text()
