@@ -65,13 +65,13 @@ class Run:
         self.span = span
         self.started_at = time.time()
         self.queue_wait = max(0.0, self.started_at - envelope.enqueued_at)
-        self._t0 = time.perf_counter()
+        self.started_perf = time.perf_counter()
         self.outcome: str | None = None
         self.duration: float | None = None
 
     def finish(self, outcome: str, error: BaseException | None = None) -> float:
         """Record the end of the run; returns its duration in seconds."""
-        duration = time.perf_counter() - self._t0
+        duration = time.perf_counter() - self.started_perf
         self.outcome, self.duration = outcome, duration
         self.runner._record_finish(self, outcome, duration, error)
         return duration
@@ -316,26 +316,34 @@ class TaskRunner:
         call = functools.partial(
             contextvars.copy_context().run, func, *envelope.args, **envelope.kwargs
         )
-        future = asyncio.get_running_loop().run_in_executor(executor, call)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(executor, call)
+        # At the deadline the run is reported as timed out; the thread can't be stopped, so
+        # this coroutine keeps waiting for it (and keeps its concurrency slot).
+        deadline = loop.call_later(self.timeout, self._expire, run)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError:
-            if future.done():
+            await future
+        except Exception as exc:
+            if run.outcome is None:
                 raise
-            run.finish(names.OUTCOME_TIMEOUT)
-            t0 = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                await future
-            except Exception as exc:
-                error = exc
+            error: BaseException | None = exc
+        else:
+            error = None
+        finally:
+            deadline.cancel()
+        if run.outcome == names.OUTCOME_TIMEOUT:
             self.log.warning(
                 names.EVENT_OVERRAN,
                 task=envelope.name,
                 task_id=envelope.id,
-                overran_seconds=time.perf_counter() - t0,
+                overran_seconds=time.perf_counter() - run.started_perf - (run.duration or 0.0),
                 error_type=type(error).__name__ if error else None,
             )
+
+    @staticmethod
+    def _expire(run: Run) -> None:
+        if run.outcome is None:
+            run.finish(names.OUTCOME_TIMEOUT)
 
     def run_sync(self, envelope: TaskEnvelope, func: TaskFunction, *, retry: bool = False) -> Run:
         """Run ``func`` in this thread (Celery workers); the backend enforces the time limit and
