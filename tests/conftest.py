@@ -3,9 +3,7 @@
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,13 +17,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.stack.live import api_command, free_port, worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -61,17 +55,7 @@ class ServiceProcess:
         full_env |= {"NOTIFY_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"} | env
         self._stdout = self.stdout_path.open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "service.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            api_command(self.port),
             cwd=ROOT,
             env=full_env,
             stdout=self._stdout,
@@ -146,20 +130,7 @@ class WorkerProcess:
         } | env
         self._stdout = self.stdout_path.open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "service.worker",
-                "worker",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--hostname",
-                f"test-{self.metrics_port}@%h",
-            ],
+            worker_command(f"test-{self.metrics_port}"),
             cwd=ROOT,
             env=full_env,
             stdout=self._stdout,

@@ -315,34 +315,44 @@ def redis_database(url: str) -> Iterator[str]:
         client.close()
 
 
+def api_command(port: int) -> list[str]:
+    """The contract's API entry point on 127.0.0.1:``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "service.main:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+def worker_command(hostname: str) -> list[str]:
+    """The contract's worker entry point (quiet: no gossip, mingle or heartbeat)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "service.worker",
+        "worker",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--hostname",
+        f"{hostname}@%h",
+    ]
+
+
 def _member_command(member: Member, port: int) -> list[str]:
     if member.kind == "api":
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "service.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
+        return api_command(port)
     if member.kind == "worker":
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "service.worker",
-            "worker",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--hostname",
-            f"{member.name}-{port}@%h",
-        ]
+        return worker_command(f"{member.name}-{port}")
     raise ValueError(f"unknown member kind {member.kind!r}")
 
 
