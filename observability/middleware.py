@@ -9,6 +9,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from observability.metrics import HttpMetrics
 
 UNMATCHED_ROUTE = "<unmatched>"
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+OTHER_METHOD = "_OTHER"  # any other method: clients must not be able to mint series
 
 
 def route_template(scope: Scope) -> str:
@@ -35,7 +39,7 @@ class HttpMetricsMiddleware:
         if scope["type"] != "http" or scope["path"] in self.excluded_paths:
             await self.app(scope, receive, send)
             return
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
         active = self.metrics.active.labels(method)
         exemplar = _trace_exemplar()
         start = time.perf_counter()

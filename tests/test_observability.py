@@ -439,3 +439,22 @@ def test_second_sigterm_stops_waiting_for_the_drain(start_service: Any, tmp_path
     FifoReader(fifo, seconds=1)
     dropped = {e["task_id"] for e in events(service, "task.dropped")}
     assert set(ids[1:]) <= dropped
+
+
+def test_unknown_http_methods_share_one_label(start_service: Any) -> None:
+    """Arbitrary request methods can't mint new series: they are labelled _OTHER."""
+    service = start_service()
+    for method in ("FOO", "BAR", "X-CUSTOM"):
+        assert service.client.request(method, "/safe-notify").status_code == 405
+    text = service.metrics()
+    assert 'method="FOO"' not in text and 'method="BAR"' not in text
+    assert (
+        sample_value(
+            text,
+            "http_server_request_duration_seconds_count",
+            method="_OTHER",
+            route="/safe-notify",
+            status_code="405",
+        )
+        == 3
+    )
