@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack.live import api_command, free_port, worker_command
+from tests.stack.live import api_command, ephemeral_redis, free_port, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,6 +176,13 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
     yield start
     for worker in started:
         worker.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of the test session's own (never a Redis someone else uses)."""
+    with ephemeral_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 class OtlpReceiver:

@@ -20,17 +20,13 @@ from tests.conftest import (
     wait_until,
 )
 
-REDIS_DB = 9
-
 
 @pytest.fixture
-def broker_url() -> Iterator[str]:
-    """A Redis database of its own for the test, emptied before and after."""
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
-    client = redis.Redis.from_url(url)
+def broker_url(redis_url: str) -> Iterator[str]:
+    """The session's own Redis, emptied for each test."""
+    client = redis.Redis.from_url(redis_url)
     client.flushdb()
-    yield url
-    client.flushdb()
+    yield redis_url
     client.close()
 
 

@@ -26,13 +26,11 @@ from tests.stack.live import (  # noqa: E402
     INPROCESS_API,
     STALLED_API,
     drive_all,
+    ephemeral_redis,
     full_topology,
     local_stack,
     overflow_backlog,
-    redis_database,
 )
-
-BROKER_URL = "redis://127.0.0.1:6379/11"
 
 
 def main() -> int:
@@ -40,13 +38,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=120, help="how long to drive traffic")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--prometheus-bin", default="/usr/bin/prometheus")
-    parser.add_argument("--broker-url", default=BROKER_URL, help="a Redis database to empty")
     args = parser.parse_args()
-    members, prepare = full_topology(args.broker_url)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        redis_database(args.broker_url),
-        local_stack(Path(tmp), args.prometheus_bin, members, prepare) as stack,
+        ephemeral_redis(Path(tmp)) as broker_url,
+        local_stack(Path(tmp), args.prometheus_bin, *full_topology(broker_url)) as stack,
     ):
         urls = [stack.apis[INPROCESS_API].url, stack.apis[CELERY_API].url]
         started = time.time()

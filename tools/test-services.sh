@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What the test suite needs besides the venv: Prometheus + promtool (Debian's `prometheus`),
-# wrk is optional (benchmarks), and a Redis on 127.0.0.1:6379 (the Celery tests' broker).
-# Installs what is missing (as root, with apt) and starts Redis when it is down. Idempotent.
+# What the test suite needs besides the venv: Prometheus + promtool (Debian's `prometheus`) and
+# the redis-server binary (the tests start a Redis of their own on a free port, as the Celery
+# broker, and never touch one that is already running). Installs what is missing with apt
+# (as root); otherwise says what to install. Idempotent.
 set -euo pipefail
 
 missing=()
@@ -15,12 +16,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-command -v promtool >/dev/null || { echo "test-services: promtool not found" >&2; exit 1; }
-
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  dir=$(mktemp -d)
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
-    --dir "$dir" --logfile "$dir/redis.log"
-  for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.2; done
-  redis-cli ping >/dev/null
-fi
+for tool in prometheus promtool redis-server; do
+  command -v "$tool" >/dev/null || { echo "test-services: $tool not found" >&2; exit 1; }
+done

@@ -302,17 +302,45 @@ def full_topology(broker_url: str) -> tuple[tuple[Member, ...], dict[str, Callab
 
 
 @contextlib.contextmanager
-def redis_database(url: str) -> Iterator[str]:
-    """A Redis database for the stack's broker, emptied before and after."""
+def ephemeral_redis(workdir: Path) -> Iterator[str]:
+    """A redis-server of its own on a free port (nothing kept on disk); yields its URL. Tests
+    never touch a Redis someone else uses."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    port = free_port()
+    process = Process.start(
+        "redis",
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        workdir / f"redis-{port}.log",
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+
+    def answers() -> bool:
+        process.check_alive()
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
     try:
-        client.flushdb()
+        wait_for(answers, 20, "redis-server to answer")
         yield url
-        client.flushdb()
     finally:
         client.close()
+        process.stop()
 
 
 def api_command(port: int) -> list[str]:

@@ -32,17 +32,16 @@ from tests.stack.live import (
     LocalStack,
     PromQLError,
     drive_all,
+    ephemeral_redis,
     full_topology,
     local_stack,
     overflow_backlog,
-    redis_database,
     substitute,
     wait_for,
 )
 
 pytestmark = pytest.mark.e2e
 
-BROKER_URL = "redis://127.0.0.1:6379/10"  # a Redis database of this test's own
 KNOWN_TASKS = {"write_log", "sms_task", "safe_write_log"}
 
 # What the stack must show before the tests look at it: failures and successes on both
@@ -61,10 +60,9 @@ SETTLED = (
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> Iterator[LocalStack]:
     workdir = tmp_path_factory.mktemp("stack")
-    members, prepare = full_topology(BROKER_URL)
     with (
-        redis_database(BROKER_URL),
-        local_stack(workdir, prometheus_bin, members, prepare) as running,
+        ephemeral_redis(workdir) as broker_url,
+        local_stack(workdir, prometheus_bin, *full_topology(broker_url)) as running,
     ):
         stalled_url = running.apis[STALLED_API].url
         stalled = overflow_backlog(stalled_url)
