@@ -115,7 +115,7 @@ def test_worker_failure_and_timeout_are_reported(
     )
     assert "IsADirectoryError" in (api.data_dir / "error.log").read_text()
     (api.data_dir / "log.txt").rmdir()
-    os.mkfifo(api.data_dir / "log.txt")  # opening it blocks past the 1 s soft time limit
+    os.mkfifo(api.data_dir / "log.txt")  # opening it blocks past the 1 s task timeout
     slow_id = api.client.post("/safe-notify").json()["task_ids"][0]
     wait_until(lambda: finished(worker, "safe_write_log", "timeout") == 1)
     wait_until(lambda: api.client.get(f"/tasks/{slow_id}").json()["state"] == "timed_out")
