@@ -1,5 +1,6 @@
 """Shared fixtures: a real uvicorn process on a free port, a real OTLP/HTTP receiver."""
 
+import contextlib
 import json
 import os
 import signal
@@ -43,30 +44,65 @@ def sample_value(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-class ServiceProcess:
-    """``uvicorn --factory service.main:create_app`` in a subprocess, stdout to a file."""
+class ChildProcess:
+    """A real process of ours, its stdout (JSON log lines) in a file, with a clean environment
+    (no inherited ``NOTIFY_*``/``OTEL_*``) plus ``env``."""
+
+    def __init__(self, command: list[str], stdout_path: Path, env: dict[str, str]) -> None:
+        self.stdout_path = stdout_path
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
+        self._stdout = stdout_path.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=full_env | {"PYTHONUNBUFFERED": "1"} | env,
+            stdout=self._stdout,
+            stderr=subprocess.STDOUT,
+        )
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.process.args} exited early:\n{self.raw_output()}")
+
+    def raw_output(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8")
+
+    def logs(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.raw_output().splitlines() if line[:1] == "{"]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send ``sig`` and wait for the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._stdout.close()
+
+
+class ServiceProcess(ChildProcess):
+    """``uvicorn --factory service.main:create_app`` on a free port."""
 
     def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = Path(env.get("NOTIFY_DATA_DIR", tmp_path / "data"))
-        self.stdout_path = tmp_path / f"service-{self.port}.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
-        full_env |= {"NOTIFY_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"} | env
-        self._stdout = self.stdout_path.open("wb")
-        self.process = subprocess.Popen(
+        super().__init__(
             api_command(self.port),
-            cwd=ROOT,
-            env=full_env,
-            stdout=self._stdout,
-            stderr=subprocess.STDOUT,
+            tmp_path / f"service-{self.port}.log",
+            {"NOTIFY_DATA_DIR": str(self.data_dir)} | env,
         )
         self.client = httpx.Client(base_url=self.url, timeout=10)
         wait_until(self._healthy, timeout=20)
 
     def _healthy(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"service exited early:\n{self.stdout_path.read_text()}")
+        self.check_alive()
         try:
             return self.client.get("/healthz").status_code == 200
         except httpx.TransportError:
@@ -79,103 +115,63 @@ class ServiceProcess:
     def value(self, name: str, **labels: str) -> float:
         return sample_value(self.metrics(), name, **labels)
 
-    def logs(self) -> list[dict[str, Any]]:
-        lines = self.stdout_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def raw_output(self) -> str:
-        return self.stdout_path.read_text(encoding="utf-8")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            self.close()
-
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        super().close()
         self.client.close()
-        self._stdout.close()
 
 
-@pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Any]:
-    """Start service processes (``start_service(**env)``); all are stopped at teardown."""
-    started: list[ServiceProcess] = []
-
-    def start(**env: str) -> ServiceProcess:
-        service = ServiceProcess(tmp_path, env)
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.close()
-
-
-class WorkerProcess:
-    """``celery -A service.worker worker`` in a subprocess, its own /metrics on a free port."""
+class WorkerProcess(ChildProcess):
+    """``celery -A service.worker worker``, its own /metrics on a free port."""
 
     def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
         self.metrics_port = free_port()
-        self.stdout_path = tmp_path / f"worker-{self.metrics_port}.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
-        full_env |= {
-            "PYTHONUNBUFFERED": "1",
-            "NOTIFY_WORKER_METRICS_PORT": str(self.metrics_port),
-        } | env
-        self._stdout = self.stdout_path.open("wb")
-        self.process = subprocess.Popen(
+        super().__init__(
             worker_command(f"test-{self.metrics_port}"),
-            cwd=ROOT,
-            env=full_env,
-            stdout=self._stdout,
-            stderr=subprocess.STDOUT,
+            tmp_path / f"worker-{self.metrics_port}.log",
+            {"NOTIFY_WORKER_METRICS_PORT": str(self.metrics_port)} | env,
         )
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.metrics_port}", timeout=10)
         wait_until(self._ready, timeout=30)
 
     def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"worker exited early:\n{self.stdout_path.read_text()}")
-        return "ready." in self.stdout_path.read_text()
+        self.check_alive()
+        return "ready." in self.raw_output()
 
     def value(self, name: str, **labels: str) -> float:
         return sample_value(self.client.get("/metrics").text, name, **labels)
 
-    def logs(self) -> list[dict[str, Any]]:
-        lines = self.stdout_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
+        if self.process.poll() is None:  # a warm shutdown first
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.send_signal(signal.SIGTERM)
                 self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        super().close()
         self.client.close()
-        self._stdout.close()
+
+
+def _starter(kind: type[ChildProcess], tmp_path: Path) -> Iterator[Any]:
+    started: list[ChildProcess] = []
+
+    def start(**env: str) -> ChildProcess:
+        child = kind(tmp_path, env)  # type: ignore[call-arg]
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        child.close()
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Any]:
+    """Start service processes (``start_service(**env)``); all are stopped at teardown."""
+    yield from _starter(ServiceProcess, tmp_path)
 
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Any]:
     """Start Celery worker processes (``start_worker(**env)``); stopped at teardown."""
-    started: list[WorkerProcess] = []
-
-    def start(**env: str) -> WorkerProcess:
-        worker = WorkerProcess(tmp_path, env)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.close()
+    yield from _starter(WorkerProcess, tmp_path)
 
 
 @pytest.fixture(scope="session")

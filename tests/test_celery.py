@@ -48,6 +48,18 @@ def stack(
     return api, worker
 
 
+def record_in(api: ServiceProcess, task_id: str, state: str) -> dict[str, Any] | None:
+    """GET /tasks/{task_id} once it reports ``state``."""
+    record: dict[str, Any] = api.client.get(f"/tasks/{task_id}").json()
+    return record if record.get("state") == state else None
+
+
+def failures(worker: WorkerProcess, task: str, exception: str) -> float:
+    return worker.value(
+        "background_task_failures_total", task=task, backend="celery", exception=exception
+    )
+
+
 def finished(worker: WorkerProcess, task: str, outcome: str) -> float:
     return worker.value(
         "background_task_finished_total", task=task, backend="celery", outcome=outcome
@@ -77,13 +89,7 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     assert attributes["background_task.id"] == task_id
     started = [e for e in worker.logs() if e.get("event") == "task.started"]
     assert started[0]["trace_id"] == task_span.trace_id.hex()
-    record = wait_until(
-        lambda: (
-            api.client.get(f"/tasks/{task_id}").json()
-            if api.client.get(f"/tasks/{task_id}").json()["state"] == "succeeded"
-            else None
-        )
-    )
+    record = wait_until(lambda: record_in(api, task_id, "succeeded"))
     assert record["name"] == "write_log" and record["backend"] == "celery"
     assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]
 
@@ -96,29 +102,15 @@ def test_worker_failure_and_timeout_are_reported(
     (api.data_dir / "log.txt").mkdir()
     failed_id = api.client.post("/safe-notify").json()["task_ids"][0]
     wait_until(lambda: finished(worker, "safe_write_log", "failure") == 1)
-    record = wait_until(
-        lambda: (
-            api.client.get(f"/tasks/{failed_id}").json()
-            if api.client.get(f"/tasks/{failed_id}").json()["state"] == "failed"
-            else None
-        )
-    )
+    record = wait_until(lambda: record_in(api, failed_id, "failed"))
     assert record["error_type"] == "IsADirectoryError"
-    assert (
-        worker.value(
-            "background_task_failures_total",
-            task="safe_write_log",
-            backend="celery",
-            exception="IsADirectoryError",
-        )
-        == 1
-    )
+    assert failures(worker, "safe_write_log", "IsADirectoryError") == 1
     assert "IsADirectoryError" in (api.data_dir / "error.log").read_text()
     (api.data_dir / "log.txt").rmdir()
     os.mkfifo(api.data_dir / "log.txt")  # opening it blocks past the 1 s task timeout
     slow_id = api.client.post("/safe-notify").json()["task_ids"][0]
     wait_until(lambda: finished(worker, "safe_write_log", "timeout") == 1)
-    wait_until(lambda: api.client.get(f"/tasks/{slow_id}").json()["state"] == "timed_out")
+    wait_until(lambda: record_in(api, slow_id, "timed_out"))
     timed_out = [e for e in worker.logs() if e.get("event") == "task.timed_out"]
     assert timed_out[0]["error_type"] == "TaskTimeout"
 
@@ -176,16 +168,8 @@ def test_failed_runs_are_retried_then_fail(
     task_id = api.client.post("/safe-notify").json()["task_ids"][0]
     wait_until(lambda: finished(worker, "safe_write_log", "failure") == 1, timeout=20)
     assert finished(worker, "safe_write_log", "retry") == 2
-    assert (
-        worker.value(
-            "background_task_failures_total",
-            task="safe_write_log",
-            backend="celery",
-            exception="IsADirectoryError",
-        )
-        == 3
-    )
+    assert failures(worker, "safe_write_log", "IsADirectoryError") == 3
     errors = (api.data_dir / "error.log").read_text().splitlines()
     assert [line.rsplit("outcome=", 1)[1] for line in errors] == ["retry)", "retry)", "failure)"]
     assert all(task_id in line for line in errors)
-    wait_until(lambda: api.client.get(f"/tasks/{task_id}").json()["state"] == "failed")
+    wait_until(lambda: record_in(api, task_id, "failed"))
