@@ -134,3 +134,23 @@ def test_probes(service: ServiceProcess) -> None:
     """/healthz and /readyz answer 200 while running."""
     assert service.client.get("/healthz").json() == {"status": "ok"}
     assert service.client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_task_registry_and_memory_stay_bounded(start_service: Any) -> None:
+    """The task registry forgets beyond NOTIFY_TASK_HISTORY_SIZE; memory does not grow with load."""
+    service = start_service(NOTIFY_TASK_HISTORY_SIZE="50")
+    first = service.client.post("/safe-notify").json()["task_ids"][0]
+
+    def rss() -> float:
+        return service.value("process_resident_memory_bytes")
+
+    for _ in range(200):  # warm up allocators and caches
+        service.client.post("/send-notification/a@example.com")
+    before = rss()
+    last = ""
+    for _ in range(2000):
+        last = service.client.post("/send-notification/a@example.com").json()["task_ids"][0]
+    wait_until(lambda: task_done(service, last))
+    assert service.client.get(f"/tasks/{first}").status_code == 404
+    assert service.client.get(f"/tasks/{last}").status_code == 200
+    assert rss() - before < 20 * 1024 * 1024
