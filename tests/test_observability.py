@@ -357,7 +357,7 @@ def test_sigterm_drains_backlog_and_accounts_every_task(start_service: Any, tmp_
     refused = 0
     readiness: list[int] = []
     with httpx.Client(base_url=service.url, timeout=10) as client:
-        for _ in range(500):
+        for _ in range(1000):
             accepted += client.post(
                 "/advanced-notification/a@example.com", params={"q": "x"}
             ).json()["task_ids"]
@@ -390,7 +390,7 @@ def test_sigterm_drains_backlog_and_accounts_every_task(start_service: Any, tmp_
     reader.join(5)
     written = len(reader.lines())
     assert len(succeeded) <= written <= len(succeeded) + len(interrupted)
-    assert len(succeeded) + len(dropped) + len(interrupted) == len(accepted) == 1000
+    assert len(succeeded) + len(dropped) + len(interrupted) == len(accepted) >= 2000
     assert dropped, "the burst should have outlasted the grace period"
     assert refused > 0
     assert 503 in readiness
