@@ -69,12 +69,11 @@ class Run:
         self.outcome: str | None = None
         self.duration: float | None = None
 
-    def finish(self, outcome: str, error: BaseException | None = None) -> float:
-        """Record the end of the run; returns its duration in seconds."""
+    def finish(self, outcome: str, error: BaseException | None = None) -> None:
+        """Record the end of the run."""
         duration = time.perf_counter() - self.started_perf
         self.outcome, self.duration = outcome, duration
         self.runner._record_finish(self, outcome, duration, error)
-        return duration
 
 
 class TaskRunner:
@@ -285,7 +284,7 @@ class TaskRunner:
         run = self.begin(envelope)
         with trace.use_span(run.span, end_on_exit=False):
             try:
-                if inspect.iscoroutinefunction(func) or _is_async_callable(func):
+                if _is_async_callable(func):
                     await self._await_coroutine(run, func)
                 else:
                     await self._await_thread(run, func, executor)

@@ -73,7 +73,7 @@ def create_app(
         journal=journal,
         failure_sink=notifications.report_failure,
     )
-    task_metrics.declare(NotificationService.TASK_NAMES, settings.task_backend, names.OUTCOMES)
+    task_metrics.declare(notifications.tasks(), settings.task_backend, names.OUTCOMES)
     backend = build_backend(settings, runner)
 
     @asynccontextmanager

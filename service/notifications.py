@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
+from observability.dispatch import task_name
 from observability.redaction import mask
-from observability.runner import FailureReport
+from observability.runner import FailureReport, TaskFunction
 from service.sinks import LineFile
 
 LOG_FILE = "log.txt"
@@ -15,8 +16,6 @@ SAFE_ENTRY = "安全日志条目\n"
 class NotificationService:
     """Holds the sinks of one data directory; its bound methods are tasks, and so is its static
     method ``sms_task`` (as in the tutorial)."""
-
-    TASK_NAMES = ("write_log", "sms_task", "safe_write_log")
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -37,6 +36,12 @@ class NotificationService:
     def sms_task(phone: str, msg: str, data_dir: str = ".") -> None:
         """Append ``{phone}:{msg}`` to ``sms_log.txt`` in ``data_dir``."""
         LineFile(Path(data_dir) / SMS_LOG_FILE).append(f"{phone}:{msg}\n")
+
+    def tasks(self) -> dict[str, TaskFunction]:
+        """The task table, by the name each task is known by (metrics, messages)."""
+        return {
+            task_name(func): func for func in (self.write_log, self.sms_task, self.safe_write_log)
+        }
 
     def report_failure(self, report: FailureReport) -> None:
         """The runner's failure sink: one ``Log Error: {error}`` line in ``error.log`` per failed

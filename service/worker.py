@@ -78,15 +78,9 @@ class Worker:
             failure_sink=service.report_failure,
             span_kind=SpanKind.CONSUMER,
         )
-        metrics.declare(
-            NotificationService.TASK_NAMES, "celery", (*names.OUTCOMES, names.OUTCOME_RETRY)
-        )
+        tasks = service.tasks()
+        metrics.declare(tasks, "celery", (*names.OUTCOMES, names.OUTCOME_RETRY))
         metrics.capacity.labels("celery").set(settings.task_concurrency)
-        tasks: dict[str, TaskFunction] = {
-            "write_log": service.write_log,
-            "safe_write_log": service.safe_write_log,
-            "sms_task": NotificationService.sms_task,
-        }
         if settings.worker_metrics_port:
             start_http_server(settings.worker_metrics_port, registry=registry)
         get_logger("service.worker").info(
