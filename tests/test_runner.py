@@ -126,6 +126,13 @@ def test_bound_methods_and_partials_are_named_by_function() -> None:
     assert [call.envelope.name for call in batch.calls] == ["notify", "sms", "sms"]
 
 
+def batch_of(count: int, func: Any, *args: Any) -> TaskBatch:
+    batch = TaskBatch()
+    for _ in range(count):
+        batch.add_task(func, *args)
+    return batch
+
+
 def run_backend(backend: InProcessBackend, body: Any) -> Any:
     async def main() -> Any:
         await backend.start()
@@ -177,15 +184,9 @@ def test_admission_is_all_or_nothing() -> None:
     backend = InProcessBackend(harness.runner, concurrency=1, backlog=3)
 
     async def body() -> None:
-        first = TaskBatch()
-        for _ in range(2):
-            first.add_task(time.sleep, 0)
-        admission = await backend.admit(first.calls)
-        second = TaskBatch()
-        for _ in range(2):
-            second.add_task(time.sleep, 0)
+        admission = await backend.admit(batch_of(2, time.sleep, 0).calls)
         with pytest.raises(BacklogFull):
-            await backend.admit(second.calls)
+            await backend.admit(batch_of(2, time.sleep, 0).calls)
         assert harness.value("background_task_queue_depth", queue="default") == 2
         admission.release()
 
@@ -199,10 +200,7 @@ def test_drain_drops_what_never_ran_and_refuses_new_work() -> None:
     backend = InProcessBackend(harness.runner, concurrency=1, backlog=100)
 
     async def body() -> None:
-        batch = TaskBatch()
-        for _ in range(5):
-            batch.add_task(asyncio.sleep, 0.2)
-        (await backend.admit(batch.calls)).release()
+        (await backend.admit(batch_of(5, asyncio.sleep, 0.2).calls)).release()
         await asyncio.sleep(0.05)
         await backend.drain(0.1)
         with pytest.raises(BackendUnavailable):
