@@ -94,7 +94,7 @@ class TaskBatch:
         return [call.envelope.id for call in self.calls]
 
 
-def get_task_batch(request: Request) -> TaskBatch:
+async def get_task_batch(request: Request) -> TaskBatch:
     """The request's task batch (one per request, whoever asks for it)."""
     batch: TaskBatch | None = request.scope.get(_BATCH)
     if batch is None:

@@ -2,11 +2,9 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.trace import Span, TracerProvider
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from observability import names
@@ -16,7 +14,7 @@ from observability.inprocess import InProcessBackend
 from observability.journal import TaskJournal
 from observability.logs import configure_logging, get_logger
 from observability.metrics import HttpMetrics, TaskMetrics, new_registry
-from observability.middleware import HttpMetricsMiddleware
+from observability.middleware import HttpTelemetryMiddleware
 from observability.redaction import mask
 from observability.runner import TaskRunner
 from observability.tracing import create_tracer_provider, shutdown_tracer_provider
@@ -26,16 +24,6 @@ from service.settings import Settings
 from service.shutdown import GracefulShutdown
 
 PROBE_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
-_MASKED_SPAN_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "url.full")
-
-
-def mask_server_span(span: Span, scope: dict[str, Any]) -> None:
-    """Server request hook: mask e-mail addresses and phone numbers in URL attributes."""
-    attributes = getattr(span, "attributes", None) or {}
-    for key in _MASKED_SPAN_ATTRIBUTES:
-        value = attributes.get(key)
-        if isinstance(value, str):
-            span.set_attribute(key, mask(value))
 
 
 def build_backend(settings: Settings, runner: TaskRunner) -> Backend:
@@ -110,13 +98,10 @@ def create_app(
 
     app.add_middleware(TaskReleaseMiddleware)
     app.add_middleware(
-        HttpMetricsMiddleware, metrics=HttpMetrics(registry), excluded_paths=PROBE_PATHS
-    )
-    FastAPIInstrumentor.instrument_app(
-        app,
+        HttpTelemetryMiddleware,
+        metrics=HttpMetrics(registry),
         tracer_provider=provider,
-        excluded_urls="/metrics,/healthz,/readyz",
-        exclude_spans=["receive", "send"],
-        server_request_hook=mask_server_span,
+        excluded_paths=PROBE_PATHS,
+        mask=mask,
     )
     return app

@@ -33,7 +33,7 @@ def _e164(value: str) -> str:
 Phone = Annotated[str, BeforeValidator(_plus_decoded_as_space), AfterValidator(_e164)]
 
 
-def get_notifications(request: Request) -> NotificationService:
+async def get_notifications(request: Request) -> NotificationService:
     service: NotificationService = request.app.state.notifications
     return service
 
@@ -55,7 +55,9 @@ def build_router(settings: Settings) -> APIRouter:
         task_id = tasks.add_task(notifications.write_log, f"message to {email}\n")
         return {"message": "Notification sent in background", "task_ids": [task_id]}
 
-    def get_query(tasks: Tasks, notifications: Notifications, q: OptionalText = None) -> str | None:
+    async def get_query(
+        tasks: Tasks, notifications: Notifications, q: OptionalText = None
+    ) -> str | None:
         if q:
             tasks.add_task(notifications.write_log, f"Query: {q}\n")
         return q
