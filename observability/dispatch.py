@@ -9,6 +9,8 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from observability import names
@@ -33,6 +35,7 @@ class TaskCall:
 
     envelope: TaskEnvelope
     func: TaskFunction
+    parent: Context | None = None  # the enqueuing request's context, for runs in this process
 
 
 class BackendUnavailable(Exception):
@@ -86,7 +89,7 @@ class TaskBatch:
     def add_task(self, func: TaskFunction, *args: Any, **kwargs: Any) -> str:
         """Add ``func(*args, **kwargs)``; returns the task id."""
         envelope = TaskEnvelope(task_name(func), args, kwargs)
-        self.calls.append(TaskCall(envelope, func))
+        self.calls.append(TaskCall(envelope, func, otel_context.get_current()))
         return envelope.id
 
     @property

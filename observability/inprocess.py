@@ -34,7 +34,7 @@ class InProcessBackend:
         self._idle = asyncio.Event()
         self._idle.set()
         self.log = get_logger("observability.inprocess", backend=self.name)
-        self.metrics.declare_queue(self.name, QUEUE)
+        self._depth, self._oldest = self.metrics.declare_queue(self.name, QUEUE)
         self.metrics.capacity.labels(self.name).set(concurrency)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -112,7 +112,9 @@ class InProcessBackend:
             self._running += 1
             self._forget(call.envelope.id)
             try:
-                await self.runner.run_async(call.envelope, call.func, self._executor)
+                await self.runner.run_async(
+                    call.envelope, call.func, self._executor, parent=call.parent
+                )
             finally:
                 self._running -= 1
                 self._check_idle()
@@ -126,11 +128,9 @@ class InProcessBackend:
             self._idle.set()
 
     def _update_queue_gauges(self) -> None:
-        self.metrics.queue_depth.labels(self.name, QUEUE).set(len(self._pending))
+        self._depth.set(len(self._pending))
         oldest = next(iter(self._pending.values()), None)
-        self.metrics.oldest_pending.labels(self.name, QUEUE).set(
-            oldest.envelope.enqueued_at if oldest else 0.0
-        )
+        self._oldest.set(oldest.envelope.enqueued_at if oldest else 0.0)
         if self._pending:
             self._idle.clear()
         else:

@@ -25,7 +25,9 @@ _STDLIB_LOGGERS = (
 
 
 def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Add ``trace_id``/``span_id`` (hex) of the current span, if any."""
+    """Add ``trace_id``/``span_id`` (hex) of the current span, if any and not given."""
+    if "trace_id" in event_dict:
+        return event_dict
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
@@ -33,9 +35,21 @@ def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
+# Fields whose values this package produces itself (ids, clocks, enumerations): never user text.
+_OWN_FIELDS = frozenset(
+    {
+        "timestamp", "level", "logger", "trace_id", "span_id", "task_id", "backend", "outcome",
+        "started_at", "finished_at", "enqueued_at", "duration_seconds", "queue_wait_seconds",
+    }
+)  # fmt: skip
+
+
 def mask_personal_data(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Mask e-mail addresses and phone numbers in every value."""
-    return {key: mask_value(value) for key, value in event_dict.items()}
+    """Mask e-mail addresses and phone numbers in every value but our own fields'."""
+    for key, value in event_dict.items():
+        if key not in _OWN_FIELDS and not isinstance(value, int | float):
+            event_dict[key] = mask_value(value)
+    return event_dict
 
 
 def drop_stdlib_extras(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

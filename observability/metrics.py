@@ -160,10 +160,16 @@ class TaskMetrics:
             for reason in names.DROP_REASONS:
                 self.dropped.labels(task, backend, reason)
 
-    def declare_queue(self, backend: str, queue: str) -> None:
-        """Create the queue gauges of a backend, at zero."""
-        self.queue_depth.labels(backend, queue).set(0)
-        self.oldest_pending.labels(backend, queue).set(0)
+    def declare_queue(self, backend: str, queue: str) -> tuple[Any, Any]:
+        """Create the queue gauges of a backend at zero; returns the (depth, oldest pending)
+        children."""
+        children = (
+            self.queue_depth.labels(backend, queue),
+            self.oldest_pending.labels(backend, queue),
+        )
+        for child in children:
+            child.set(0)
+        return children
 
 
 class HttpMetrics:
@@ -183,6 +189,22 @@ class HttpMetrics:
             ("method",),
             registry=registry,
         )
+        # children by label values (bounded: methods are normalised, routes are templates)
+        self._active: dict[str, Any] = {}
+        self._duration: dict[tuple[str, str, str], Any] = {}
+
+    def active_for(self, method: str) -> Any:
+        child = self._active.get(method)
+        if child is None:
+            child = self._active[method] = self.active.labels(method)
+        return child
+
+    def duration_for(self, method: str, route: str, status_code: str) -> Any:
+        key = (method, route, status_code)
+        child = self._duration.get(key)
+        if child is None:
+            child = self._duration[key] = self.duration.labels(*key)
+        return child
 
 
 def new_registry() -> CollectorRegistry:

@@ -104,7 +104,7 @@ class HttpTelemetryMiddleware:
         )
         if span.is_recording():
             span.set_attributes(self._request_attributes(scope, method))
-        active = self.metrics.active.labels(method)
+        active = self.metrics.active_for(method)
         active.inc()
         start = time.perf_counter()
         status = 500
@@ -117,7 +117,7 @@ class HttpTelemetryMiddleware:
             done = True
             active.dec()
             route = route_template(scope)
-            self.metrics.duration.labels(method, route or UNMATCHED_ROUTE, str(status)).observe(
+            self.metrics.duration_for(method, route or UNMATCHED_ROUTE, str(status)).observe(
                 time.perf_counter() - start, exemplar=_exemplar(span)
             )
             if span.is_recording():

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from observability import names
@@ -47,27 +49,35 @@ def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _hex_trace_id(span: Span) -> str | None:
-    context = span.get_span_context()
-    return (
-        format(context.trace_id, "032x")
-        if context.is_valid and context.trace_flags.sampled
-        else None
-    )
-
-
 class Run:
-    """One run under way: its span and clocks. Finish it exactly once."""
+    """One run under way: its span, clocks, and the ids its log events and exemplars carry
+    (worked out once). Finish it exactly once."""
 
-    def __init__(self, runner: "TaskRunner", envelope: TaskEnvelope, span: Span) -> None:
+    def __init__(
+        self,
+        runner: "TaskRunner",
+        envelope: TaskEnvelope,
+        span: Span,
+        started_at: float,
+        started_perf: float,
+        queue_wait: float,
+    ) -> None:
         self.runner = runner
         self.envelope = envelope
         self.span = span
-        self.started_at = time.time()
-        self.queue_wait = max(0.0, self.started_at - envelope.enqueued_at)
-        self.started_perf = time.perf_counter()
+        self.started_at = started_at
+        self.started_perf = started_perf
+        self.queue_wait = queue_wait
         self.outcome: str | None = None
         self.duration: float | None = None
+        context = span.get_span_context()
+        self.log_ids: dict[str, str] = {}
+        self.exemplar: dict[str, str] | None = None
+        if context.is_valid:
+            trace_id = format(context.trace_id, "032x")
+            self.log_ids = {"trace_id": trace_id, "span_id": format(context.span_id, "016x")}
+            if context.trace_flags.sampled:
+                self.exemplar = {"trace_id": trace_id}
 
     def finish(self, outcome: str, error: BaseException | None = None) -> None:
         """Record the end of the run."""
@@ -145,9 +155,13 @@ class TaskRunner:
 
     # -- a run --------------------------------------------------------------------------------
 
-    def begin(self, envelope: TaskEnvelope) -> Run:
-        """Start a run: span (child of the enqueuing request's span), metrics, ``task.started``."""
-        parent = propagate.extract(envelope.trace_context)
+    def begin(self, envelope: TaskEnvelope, parent: Context | None = None) -> Run:
+        """Start a run: span (child of the enqueuing request's span: ``parent``, else the
+        envelope's trace context), metrics, ``task.started``."""
+        if parent is None:
+            parent = propagate.extract(envelope.trace_context)
+        started_at, started_perf = time.time(), time.perf_counter()
+        queue_wait = max(0.0, started_at - envelope.enqueued_at)
         span = self.tracer.start_span(
             f"{names.TASK_SPAN_PREFIX} {envelope.name}",
             context=parent,
@@ -156,15 +170,16 @@ class TaskRunner:
                 names.ATTR_TASK_NAME: envelope.name,
                 names.ATTR_TASK_ID: envelope.id,
                 names.ATTR_TASK_BACKEND: self.backend,
+                names.ATTR_TASK_QUEUE_WAIT: queue_wait,
             },
+            start_time=int(started_at * 1e9),
         )
-        run = Run(self, envelope, span)
-        span.set_attribute(names.ATTR_TASK_QUEUE_WAIT, run.queue_wait)
+        run = Run(self, envelope, span, started_at, started_perf, queue_wait)
         series = self.metrics.series(envelope.name, self.backend)
         series.started.inc()
         series.in_progress.inc()
-        series.last_started.set(run.started_at)
-        self._observe(series.queue_wait, run.queue_wait, span)
+        series.last_started.set(started_at)
+        series.queue_wait.observe(queue_wait, exemplar=run.exemplar)
         if self.journal is not None:
             self.journal.update(
                 envelope.id,
@@ -172,14 +187,14 @@ class TaskRunner:
                 started_at=run.started_at,
                 queue_wait_seconds=run.queue_wait,
             )
-        with trace.use_span(span, end_on_exit=False):
-            self.log.info(
-                names.EVENT_STARTED,
-                task=envelope.name,
-                task_id=envelope.id,
-                started_at=iso(run.started_at),
-                queue_wait_seconds=run.queue_wait,
-            )
+        self.log.info(
+            names.EVENT_STARTED,
+            task=envelope.name,
+            task_id=envelope.id,
+            started_at=iso(started_at),
+            queue_wait_seconds=queue_wait,
+            **run.log_ids,
+        )
         return run
 
     def _record_finish(
@@ -190,7 +205,7 @@ class TaskRunner:
         series = self.metrics.series(envelope.name, self.backend)
         finished, histogram, last_finished = series.outcome(outcome)
         finished.inc()
-        self._observe(histogram, duration, span)
+        histogram.observe(duration, exemplar=run.exemplar)
         series.in_progress.dec()
         last_finished.set(finished_at)
         error_type = None if error is None else type(error).__name__
@@ -229,11 +244,11 @@ class TaskRunner:
         }
         if error_type is not None:
             fields |= {"error_type": error_type, "error": message}
-        with trace.use_span(span, end_on_exit=False):
-            if outcome == names.OUTCOME_SUCCESS:
-                self.log.info(names.EVENT_SUCCEEDED, **fields)
-            else:
-                self.log.error(names.OUTCOME_EVENTS[outcome], **fields)
+        fields |= run.log_ids
+        if outcome == names.OUTCOME_SUCCESS:
+            self.log.info(names.EVENT_SUCCEEDED, **fields)
+        else:
+            self.log.error(names.OUTCOME_EVENTS[outcome], **fields)
         span.end(end_time=int(finished_at * 1e9))
         if outcome != names.OUTCOME_SUCCESS:
             self._report(
@@ -268,21 +283,22 @@ class TaskRunner:
                 error=str(exc),
             )
 
-    @staticmethod
-    def _observe(histogram: Any, value: float, span: Span) -> None:
-        trace_id = _hex_trace_id(span)
-        histogram.observe(value, exemplar={"trace_id": trace_id} if trace_id else None)
-
     # -- executing ----------------------------------------------------------------------------
 
     async def run_async(
-        self, envelope: TaskEnvelope, func: TaskFunction, executor: Executor
+        self,
+        envelope: TaskEnvelope,
+        func: TaskFunction,
+        executor: Executor,
+        *,
+        parent: Context | None = None,
     ) -> str:
         """Run ``func`` bounded by the timeout: coroutine functions on the loop (cancelled on
         timeout), others in ``executor`` (reported ``timeout`` at the deadline; the thread keeps
         running, and this coroutine waits for it, so the concurrency slot stays taken)."""
-        run = self.begin(envelope)
-        with trace.use_span(run.span, end_on_exit=False):
+        run = self.begin(envelope, parent)
+        token = otel_context.attach(trace.set_span_in_context(run.span, parent))
+        try:
             try:
                 if _is_async_callable(func):
                     await self._await_coroutine(run, func)
@@ -297,6 +313,8 @@ class TaskRunner:
                     run.finish(names.OUTCOME_FAILURE, exc)
             if run.outcome is None:
                 run.finish(names.OUTCOME_SUCCESS)
+        finally:
+            otel_context.detach(token)
         return run.outcome or names.OUTCOME_FAILURE
 
     async def _await_coroutine(self, run: Run, func: TaskFunction) -> None:
@@ -349,7 +367,8 @@ class TaskRunner:
         ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``. With ``retry``
         a failure is reported as outcome ``retry`` (the backend will run the task again)."""
         run = self.begin(envelope)
-        with trace.use_span(run.span, end_on_exit=False):
+        token = otel_context.attach(trace.set_span_in_context(run.span))
+        try:
             try:
                 func(*envelope.args, **envelope.kwargs)
             except TimeoutError as exc:
@@ -359,6 +378,8 @@ class TaskRunner:
                 run.finish(names.OUTCOME_RETRY if retry else names.OUTCOME_FAILURE, exc)
                 raise
             run.finish(names.OUTCOME_SUCCESS)
+        finally:
+            otel_context.detach(token)
         return run
 
 

@@ -85,12 +85,18 @@ def create_app(
             if owns_provider:
                 shutdown_tracer_provider(provider)
 
-    app = FastAPI(title="Observable notification service", lifespan=lifespan)
+    # FastAPI's own OpenTelemetry support would add a second server span (with the raw path
+    # and query, e-mail addresses included) whenever a global provider exists: ours replaces it.
+    app = FastAPI(
+        title="Observable notification service",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.settings = settings
     app.state.notifications = notifications
     app.state.task_backend = backend
     app.state.task_journal = journal
-    app.include_router(build_router(settings))
+    app.include_router(build_router(settings, notifications))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:

@@ -1,88 +1,52 @@
 """The tutorial's four endpoints, plus task lookup, health and readiness."""
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BeforeValidator, EmailStr
 
 from observability.dispatch import TaskRoute, Tasks
+from service.fields import Email, Phone
 from service.notifications import SAFE_ENTRY, NotificationService
 from service.settings import Settings
 
-E164 = re.compile(r"\+[1-9]\d{6,14}")
 
-
-def _plus_decoded_as_space(value: Any) -> Any:
-    """A literal ``+`` in a query string decodes to a space; take it back."""
-    if isinstance(value, str) and value.startswith(" ") and value[1:2].isdigit():
-        return "+" + value[1:]
-    return value
-
-
-def _e164(value: str) -> str:
-    if not E164.fullmatch(value):
-        raise ValueError(
-            "phone must be in E.164 form: '+', country code and number, "
-            "7 to 15 digits, e.g. +8613812345678 (encode '+' as %2B in URLs)"
-        )
-    return value
-
-
-Phone = Annotated[str, BeforeValidator(_plus_decoded_as_space), AfterValidator(_e164)]
-
-
-async def get_notifications(request: Request) -> NotificationService:
-    service: NotificationService = request.app.state.notifications
-    return service
-
-
-Notifications = Annotated[NotificationService, Depends(get_notifications)]
-
-
-def build_router(settings: Settings) -> APIRouter:
-    """The notification endpoints; text limits come from ``settings``."""
+def build_router(settings: Settings, notifications: NotificationService) -> APIRouter:
+    """The notification endpoints, adding tasks of ``notifications``; text limits come from
+    ``settings``."""
     router = APIRouter(route_class=TaskRoute)
     Text = Annotated[str, Query(min_length=1, max_length=settings.max_text_length)]
     OptionalText = Annotated[str | None, Query(min_length=1, max_length=settings.max_text_length)]
-    Email = Annotated[EmailStr, Path(description="recipient e-mail address")]
+    Recipient = Annotated[Email, Path(description="recipient e-mail address")]
 
     @router.post("/send-notification/{email}")
-    async def send_notification(
-        email: Email, tasks: Tasks, notifications: Notifications
-    ) -> dict[str, Any]:
+    async def send_notification(email: Recipient, tasks: Tasks) -> dict[str, Any]:
         task_id = tasks.add_task(notifications.write_log, f"message to {email}\n")
         return {"message": "Notification sent in background", "task_ids": [task_id]}
 
-    async def get_query(
-        tasks: Tasks, notifications: Notifications, q: OptionalText = None
-    ) -> str | None:
+    async def get_query(tasks: Tasks, q: OptionalText = None) -> str | None:
         if q:
             tasks.add_task(notifications.write_log, f"Query: {q}\n")
         return q
 
     @router.post("/advanced-notification/{email}")
     async def advanced_notification(
-        email: Email,
+        email: Recipient,
         tasks: Tasks,
-        notifications: Notifications,
         query: Annotated[str | None, Depends(get_query)],
     ) -> dict[str, Any]:
         tasks.add_task(notifications.write_log, f"Email: {email}\n")
         return {"status": "multi-task executed", "task_ids": tasks.task_ids}
 
     @router.post("/send-sms")
-    async def send_sms(
-        phone: Annotated[Phone, Query()], msg: Text, tasks: Tasks, notifications: Notifications
-    ) -> dict[str, Any]:
+    async def send_sms(phone: Annotated[Phone, Query()], msg: Text, tasks: Tasks) -> dict[str, Any]:
         task_id = tasks.add_task(
             NotificationService.sms_task, phone, msg, data_dir=str(notifications.data_dir)
         )
         return {"result": "短信任务已排队", "task_ids": [task_id]}
 
     @router.post("/safe-notify")
-    async def safe_notify(tasks: Tasks, notifications: Notifications) -> dict[str, Any]:
+    async def safe_notify(tasks: Tasks) -> dict[str, Any]:
         task_id = tasks.add_task(notifications.safe_write_log, SAFE_ENTRY)
         return {"status": "error-handled", "task_ids": [task_id]}
 
