@@ -4,6 +4,7 @@ and access logs, Celery's) are routed through the same processors by a ``Process
 
 import logging
 import sys
+import time
 from typing import Any, Literal
 
 import orjson
@@ -12,6 +13,7 @@ from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from observability.redaction import mask_value
+from observability.timestamps import iso
 
 LogFormat = Literal["json", "console"]
 _STDLIB_LOGGERS = (
@@ -44,6 +46,12 @@ _OWN_FIELDS = frozenset(
 )  # fmt: skip
 
 
+def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Add ``timestamp``: now, ISO 8601 in UTC."""
+    event_dict["timestamp"] = iso(time.time())
+    return event_dict
+
+
 def mask_personal_data(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Mask e-mail addresses and phone numbers in every value but our own fields'."""
     for key, value in event_dict.items():
@@ -72,13 +80,16 @@ def _common() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_timestamp,
         add_trace_ids,
     ]
 
 
-def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
-    """One event per line on stdout, for structlog and stdlib loggers alike."""
+def configure_logging(
+    log_format: LogFormat = "json", level: str = "INFO", *, access_log: bool = False
+) -> None:
+    """One event per line on stdout, for structlog and stdlib loggers alike; uvicorn's access
+    log only with ``access_log`` (it repeats what the request metric and span record)."""
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     stdout = sys.__stdout__ or sys.stdout  # the real stdout, even under Celery's redirection
     last: list[Processor] = [structlog.processors.format_exc_info, mask_personal_data]
@@ -109,6 +120,7 @@ def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> No
         stdlib_logger = logging.getLogger(name)
         stdlib_logger.handlers[:] = []
         stdlib_logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = not access_log
 
 
 def get_logger(name: str, **context: Any) -> FilteringBoundLogger:

@@ -10,7 +10,6 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -24,6 +23,7 @@ from observability.journal import OUTCOME_STATES, TaskJournal, TaskRecord
 from observability.logs import get_logger
 from observability.metrics import TaskMetrics
 from observability.redaction import mask
+from observability.timestamps import iso
 
 TaskFunction = Callable[..., Any]
 
@@ -42,11 +42,6 @@ class FailureReport:
 
 class FailureSink(Protocol):
     def __call__(self, report: FailureReport) -> None: ...
-
-
-def iso(timestamp: float) -> str:
-    """Epoch seconds as ISO 8601 in UTC."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Run:

@@ -45,7 +45,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service: settings, logging, metrics, tracing, backend, routes."""
     settings = settings or Settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
     registry = registry if registry is not None else new_registry()
     owns_provider = tracer_provider is None
     provider = tracer_provider or create_tracer_provider(settings.service_name)

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = (
         "INFO"
     )
+    access_log: bool = False
     task_concurrency: int = Field(8, ge=1)
     task_backlog: int = Field(10000, ge=1)
     shutdown_grace_seconds: float = Field(25.0, ge=0)

@@ -8,7 +8,7 @@ from tests.conftest import otlp_env, wait_until
 
 def test_console_format_is_human_readable(start_service: Any) -> None:
     """NOTIFY_LOG_FORMAT=console writes key=value lines, not JSON, still masked."""
-    service = start_service(NOTIFY_LOG_FORMAT="console")
+    service = start_service(NOTIFY_LOG_FORMAT="console", NOTIFY_ACCESS_LOG="true")
     service.client.post("/send-notification/bob@example.com")
     wait_until(lambda: "task.succeeded" in service.raw_output())
     output = service.raw_output()
@@ -38,7 +38,7 @@ def test_sdk_disabled_creates_no_spans(start_service: Any) -> None:
 
 def test_every_line_is_json_with_the_base_fields(start_service: Any) -> None:
     """Every stdout line (uvicorn's own and access logs included) is JSON with base fields."""
-    service = start_service()
+    service = start_service(NOTIFY_ACCESS_LOG="true")
     service.client.post("/send-notification/not-an-email")
     service.client.post("/safe-notify")
     wait_until(lambda: any(e.get("event") == "task.succeeded" for e in service.logs()))
@@ -50,6 +50,15 @@ def test_every_line_is_json_with_the_base_fields(start_service: Any) -> None:
         assert record["timestamp"].endswith("Z")
     loggers = {json.loads(line).get("logger") for line in lines}
     assert {"uvicorn.error", "uvicorn.access", "observability.runner"} <= loggers
+
+
+def test_access_log_is_off_by_default(start_service: Any) -> None:
+    """Without NOTIFY_ACCESS_LOG no uvicorn.access line repeats what the request metric says."""
+    service = start_service()
+    service.client.post("/safe-notify")
+    wait_until(lambda: any(e.get("event") == "task.succeeded" for e in service.logs()))
+    assert "uvicorn.error" in {e.get("logger") for e in service.logs()}
+    assert all(e.get("logger") != "uvicorn.access" for e in service.logs())
 
 
 def test_sampler_from_environment_is_honoured(start_service: Any, otlp_receiver: Any) -> None:

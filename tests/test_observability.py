@@ -327,7 +327,7 @@ def test_no_personal_data_in_metrics_spans_or_logs(
     start_service: Any, otlp_receiver: OtlpReceiver
 ) -> None:
     """E-mail addresses and phone numbers never reach /metrics, span data or logs."""
-    service = start_service(**otlp_env(otlp_receiver))
+    service = start_service(**otlp_env(otlp_receiver), NOTIFY_ACCESS_LOG="true")
     service.client.post(f"/send-notification/{EMAIL}")
     service.client.post(f"/advanced-notification/{EMAIL}", params={"q": f"call {PHONE}"})
     service.client.post("/send-sms", params={"phone": PHONE, "msg": f"mail {EMAIL}"})

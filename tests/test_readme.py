@@ -62,6 +62,8 @@ def test_configuration_table_lists_every_setting() -> None:
 
 
 def _render(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, PurePath):
