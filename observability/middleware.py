@@ -17,8 +17,6 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.semconv.attributes import (
     error_attributes,
     http_attributes,
-    network_attributes,
-    server_attributes,
     url_attributes,
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
@@ -143,19 +141,15 @@ class HttpTelemetryMiddleware:
             otel_context.detach(token)
 
     def _request_attributes(self, scope: Scope, method: str) -> dict[str, Any]:
+        """The semantic conventions' required request attributes (each attribute costs at
+        every export; the listening address and protocol version say nothing per request)."""
         attributes: dict[str, Any] = {
             http_attributes.HTTP_REQUEST_METHOD: method,
             url_attributes.URL_SCHEME: scope.get("scheme", "http"),
             url_attributes.URL_PATH: self.mask(scope["path"]),
-            network_attributes.NETWORK_PROTOCOL_VERSION: scope.get("http_version", "1.1"),
         }
         if method == OTHER_METHOD:
             attributes[http_attributes.HTTP_REQUEST_METHOD_ORIGINAL] = scope["method"][:32]
-        server = scope.get("server")
-        if server:
-            attributes[server_attributes.SERVER_ADDRESS] = server[0]
-            if server[1] is not None:
-                attributes[server_attributes.SERVER_PORT] = server[1]
         return attributes
 
 
