@@ -1,16 +1,26 @@
-"""The in-process backend: a bounded executor owned by the app's lifespan."""
+"""The in-process backend: a bounded set of run slots owned by the app's lifespan.
+
+Each slot is a thread that takes the next released task from a FIFO and runs it through the
+runner right there: a plain function is called in the slot thread; a coroutine function is
+handed to the event loop and the slot waits for it (one concurrency limit for both). The
+event loop itself only admits and releases tasks, so a task costs it no thread round trip, no
+future and no timer; one watchdog on the loop reports runs that pass the timeout."""
 
 import asyncio
+import contextlib
+import queue
+import threading
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from observability import names
 from observability.dispatch import Admission, BackendUnavailable, BacklogFull, TaskCall
 from observability.logs import get_logger
-from observability.runner import TaskRunner
+from observability.runner import Run, TaskRunner, is_async_callable
 
 QUEUE = "default"
+DRAIN_POLL_SECONDS = 0.02
 
 
 class InProcessBackend:
@@ -24,15 +34,15 @@ class InProcessBackend:
         self.metrics = runner.metrics
         self.concurrency = concurrency
         self.backlog = backlog
-        self._pending: dict[str, TaskCall] = {}
-        self._queue: asyncio.Queue[TaskCall] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
-        self._executor: ThreadPoolExecutor | None = None
-        self._running = 0
+        self._lock = threading.Lock()  # guards _pending and _running (slots and loop use them)
+        self._pending: dict[str, TaskCall] = {}  # accepted, not started, in admission order
+        self._running: dict[str, tuple[Run | None, Any]] = {}  # task id -> (run, loop future)
+        self._released: queue.SimpleQueue[TaskCall | None] = queue.SimpleQueue()
+        self._slots: list[threading.Thread] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
         self._closed = False
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.log = get_logger("observability.inprocess", backend=self.name)
         self._depth, self._oldest = self.metrics.declare_queue(self.name, QUEUE)
         self.metrics.capacity.labels(self.name).set(concurrency)
@@ -40,11 +50,14 @@ class InProcessBackend:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"task-worker-{i}")
+        self._loop = asyncio.get_running_loop()
+        self._slots = [
+            threading.Thread(target=self._slot, name=f"task-slot-{i}", daemon=True)
             for i in range(self.concurrency)
         ]
+        for slot in self._slots:
+            slot.start()
+        self._watchdog = asyncio.create_task(self._watch(), name="task-watchdog")
         self._accepting = True
 
     def ready(self) -> bool:
@@ -55,28 +68,39 @@ class InProcessBackend:
 
     async def drain(self, grace: float) -> None:
         """Stop accepting, wait up to ``grace`` seconds for the backlog and the runs under way,
-        then cancel what is left and count every task that never ran as dropped."""
+        then count every task that never ran as dropped and report the runs still under way as
+        failed (a thread can't be stopped: it goes on, but its result no longer counts)."""
         self.stop_accepting()
         if self._closed:
             return
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-        except TimeoutError:
+        deadline = time.monotonic() + grace
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        if self._busy():
             self.log.warning(
                 "backend.drain_timeout",
                 grace_seconds=grace,
                 pending=len(self._pending),
-                running=self._running,
+                running=len(self._running),
             )
         self._closed = True
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        for call in list(self._pending.values()):
-            self._forget(call.envelope.id)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+        with self._lock:
+            never_ran = list(self._pending.values())
+            self._pending.clear()
+            under_way = list(self._running.values())
+            self._update_queue_gauges()
+        for call in never_ran:
             self.runner.dropped(call.envelope, names.REASON_SHUTDOWN)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for run, future in under_way:
+            if future is not None:
+                future.cancel()  # a coroutine: cancelled, reported by the runner
+            elif run is not None:
+                run.finish(names.OUTCOME_FAILURE, asyncio.CancelledError("shutdown"))
+        for _ in self._slots:
+            self._released.put(None)
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
         """The journal knows everything of in-process tasks: nothing to add."""
@@ -88,50 +112,74 @@ class InProcessBackend:
         """Reserve backlog room for all ``calls`` or none; they start once released."""
         if not self._accepting:
             raise BackendUnavailable(names.REASON_SHUTDOWN, "the service is shutting down")
-        if len(self._pending) + len(calls) > self.backlog:
-            raise BacklogFull(f"backlog is full ({self.backlog} tasks waiting)")
+        with self._lock:
+            if len(self._pending) + len(calls) > self.backlog:
+                raise BacklogFull(f"backlog is full ({self.backlog} tasks waiting)")
+            for call in calls:
+                self._pending[call.envelope.id] = call
+            self._update_queue_gauges()
         for call in calls:
-            self._pending[call.envelope.id] = call
             self.runner.accepted(call.envelope)
-        self._update_queue_gauges()
         return Admission(calls, self._release)
 
     def _release(self, calls: Sequence[TaskCall]) -> None:
-        if not self._closed:  # after the drain every pending task was counted as dropped
-            for call in calls:
-                self._queue.put_nowait(call)
+        for call in calls:
+            self._released.put(call)
 
-    # -- running ------------------------------------------------------------------------------
+    # -- running (in the slot threads) --------------------------------------------------------
 
-    async def _work(self) -> None:
-        assert self._executor is not None
-        while True:
-            call = await self._queue.get()
-            if self._closed or call.envelope.id not in self._pending:
-                continue
-            self._running += 1
-            self._forget(call.envelope.id)
+    def _slot(self) -> None:
+        while (call := self._released.get()) is not None:
+            task_id = call.envelope.id
+            with self._lock:
+                if self._closed or self._pending.pop(task_id, None) is None:
+                    continue  # dropped by the drain
+                self._running[task_id] = (None, None)
+                self._update_queue_gauges()
             try:
-                await self.runner.run_async(
-                    call.envelope, call.func, self._executor, parent=call.parent
-                )
+                self._run(call)
             finally:
-                self._running -= 1
-                self._check_idle()
+                with self._lock:
+                    self._running.pop(task_id, None)
 
-    def _forget(self, task_id: str) -> None:
-        self._pending.pop(task_id, None)
-        self._update_queue_gauges()
+    def _run(self, call: TaskCall) -> None:
+        if is_async_callable(call.func):
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(
+                self.runner.run_async(call.envelope, call.func, None, parent=call.parent),
+                self._loop,
+            )
+            with self._lock:
+                self._running[call.envelope.id] = (None, future)
+            # cancelled by the drain: the runner has reported it already
+            with contextlib.suppress(BaseException):
+                future.result()
+            return
+        self.runner.run_in_thread(call.envelope, call.func, call.parent, self._started)
 
-    def _check_idle(self) -> None:
-        if not self._pending and self._running == 0:
-            self._idle.set()
+    def _started(self, run: Run) -> None:
+        with self._lock:
+            self._running[run.envelope.id] = (run, None)
+
+    # -- on the event loop --------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Report runs of plain functions that passed the timeout (their threads go on)."""
+        interval = min(0.1, self.runner.timeout / 10)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.perf_counter()
+            with self._lock:
+                runs = [run for run, _ in self._running.values() if run is not None]
+            for run in runs:
+                if run.outcome is None and now - run.started_perf >= self.runner.timeout:
+                    run.finish(names.OUTCOME_TIMEOUT)
+
+    def _busy(self) -> bool:
+        return bool(self._pending or self._running)
 
     def _update_queue_gauges(self) -> None:
+        """Under ``_lock``."""
         self._depth.set(len(self._pending))
         oldest = next(iter(self._pending.values()), None)
         self._oldest.set(oldest.envelope.enqueued_at if oldest else 0.0)
-        if self._pending:
-            self._idle.clear()
-        else:
-            self._check_idle()

@@ -5,6 +5,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class Run:
         self.queue_wait = queue_wait
         self.outcome: str | None = None
         self.duration: float | None = None
+        self._finishing = threading.Lock()  # finish() runs once, whichever thread comes first
         context = span.get_span_context()
         self.log_ids: dict[str, str] = {}
         self.exemplar: dict[str, str] | None = None
@@ -74,11 +76,15 @@ class Run:
             if context.trace_flags.sampled:
                 self.exemplar = {"trace_id": trace_id}
 
-    def finish(self, outcome: str, error: BaseException | None = None) -> None:
-        """Record the end of the run."""
+    def finish(self, outcome: str, error: BaseException | None = None) -> bool:
+        """Record the end of the run; False (and nothing recorded) if it was already ended, e.g.
+        reported timed out while its thread went on."""
+        if not self._finishing.acquire(blocking=False):
+            return False
         duration = time.perf_counter() - self.started_perf
         self.outcome, self.duration = outcome, duration
         self.runner._record_finish(self, outcome, duration, error)
+        return True
 
 
 class TaskRunner:
@@ -284,7 +290,7 @@ class TaskRunner:
         self,
         envelope: TaskEnvelope,
         func: TaskFunction,
-        executor: Executor,
+        executor: Executor | None,
         *,
         parent: Context | None = None,
     ) -> str:
@@ -295,7 +301,7 @@ class TaskRunner:
         token = otel_context.attach(trace.set_span_in_context(run.span, parent))
         try:
             try:
-                if _is_async_callable(func):
+                if is_async_callable(func):
                     await self._await_coroutine(run, func)
                 else:
                     await self._await_thread(run, func, executor)
@@ -323,7 +329,7 @@ class TaskRunner:
                 raise
         # asyncio.timeout turns the cancellation into TimeoutError after the block
 
-    async def _await_thread(self, run: Run, func: TaskFunction, executor: Executor) -> None:
+    async def _await_thread(self, run: Run, func: TaskFunction, executor: Executor | None) -> None:
         envelope = run.envelope
         call = functools.partial(
             contextvars.copy_context().run, func, *envelope.args, **envelope.kwargs
@@ -357,6 +363,41 @@ class TaskRunner:
         if run.outcome is None:
             run.finish(names.OUTCOME_TIMEOUT)
 
+    def run_in_thread(
+        self,
+        envelope: TaskEnvelope,
+        func: TaskFunction,
+        parent: Context | None = None,
+        started: Callable[[Run], None] | None = None,
+    ) -> Run:
+        """Run the plain function ``func`` in this thread (an in-process run slot). ``started``
+        is told of the run first, so that a watchdog can report it timed out at the deadline
+        (``run.finish``) while the function goes on; it is then logged as overran."""
+        run = self.begin(envelope, parent)
+        if started is not None:
+            started(run)
+        token = otel_context.attach(trace.set_span_in_context(run.span, parent))
+        try:
+            func(*envelope.args, **envelope.kwargs)
+        except Exception as exc:
+            finished = run.finish(names.OUTCOME_FAILURE, exc)
+            error: Exception | None = exc
+        else:
+            finished = run.finish(names.OUTCOME_SUCCESS)
+            error = None
+        finally:
+            otel_context.detach(token)
+        if not finished and run.outcome == names.OUTCOME_TIMEOUT:
+            self.log.warning(
+                names.EVENT_OVERRAN,
+                task=envelope.name,
+                task_id=envelope.id,
+                overran_seconds=time.perf_counter() - run.started_perf - (run.duration or 0.0),
+                error_type=type(error).__name__ if error else None,
+                **run.log_ids,
+            )
+        return run
+
     def run_sync(self, envelope: TaskEnvelope, func: TaskFunction, *, retry: bool = False) -> Run:
         """Run ``func`` in this thread (Celery workers); the backend enforces the time limit and
         ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``. With ``retry``
@@ -378,7 +419,7 @@ class TaskRunner:
         return run
 
 
-def _is_async_callable(func: TaskFunction) -> bool:
+def is_async_callable(func: TaskFunction) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
