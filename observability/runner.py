@@ -344,10 +344,16 @@ class TaskRunner:
         if run.outcome is None:
             run.finish(names.OUTCOME_TIMEOUT)
 
-    def run_sync(self, envelope: TaskEnvelope, func: TaskFunction, *, retry: bool = False) -> Run:
+    def run_sync(
+        self,
+        envelope: TaskEnvelope,
+        func: TaskFunction,
+        *,
+        retry_on: tuple[type[BaseException], ...] = (),
+    ) -> Run:
         """Run ``func`` in this thread (Celery workers); the backend enforces the time limit and
-        ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``. With ``retry``
-        a failure is reported as outcome ``retry`` (the backend will run the task again)."""
+        ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``. A failure of a
+        ``retry_on`` class is reported as outcome ``retry`` (the backend will run it again)."""
         run = self.begin(envelope)
         with trace.use_span(run.span, end_on_exit=False):
             try:
@@ -356,7 +362,8 @@ class TaskRunner:
                 run.finish(names.OUTCOME_TIMEOUT, exc)
                 raise
             except BaseException as exc:
-                run.finish(names.OUTCOME_RETRY if retry else names.OUTCOME_FAILURE, exc)
+                retried = isinstance(exc, retry_on)
+                run.finish(names.OUTCOME_RETRY if retried else names.OUTCOME_FAILURE, exc)
                 raise
             run.finish(names.OUTCOME_SUCCESS)
         return run
