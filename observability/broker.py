@@ -111,7 +111,11 @@ class CeleryBackend:
             return {"state": "queued", "error_type": type(value).__name__}
         if state == "FAILURE":
             error_type = type(value).__name__
-            timed_out = isinstance(value, TimeoutError) or error_type == "TaskTimeout"
+            # TimeLimitExceeded: Celery's hard time limit killed the run
+            timed_out = isinstance(value, TimeoutError) or error_type in (
+                "TaskTimeout",
+                "TimeLimitExceeded",
+            )
             return {"state": "timed_out" if timed_out else "failed", "error_type": error_type}
         return None
 
