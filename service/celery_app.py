@@ -47,6 +47,9 @@ def create_celery_app(settings: Settings) -> Celery:
             # Redis: a message a worker took but never acknowledged (the whole worker died) is
             # delivered again after this long; keep it above the longest run (hard limit).
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            # ...by the next sweep of a live worker: at its start, then every 10 s (kombu's
+            # default throttle would make that every 100 s).
+            "unacked_restore_throttle": 1,
         },
     )
     return app

@@ -149,6 +149,22 @@ class WorkerProcess(ChildProcess):
         self.client.close()
 
 
+class FifoReader:
+    """The reading end of a FIFO sink: opening it lets a writer blocked on the FIFO go on."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.data = b""
+
+    def read(self) -> bytes:
+        with contextlib.suppress(BlockingIOError):  # a writer, no data yet
+            self.data += os.read(self.fd, 65536)
+        return self.data
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def _starter(kind: type[ChildProcess], tmp_path: Path) -> Iterator[Any]:
     started: list[ChildProcess] = []
 

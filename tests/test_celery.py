@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from tests.conftest import (
+    FifoReader,
     OtlpReceiver,
     ServiceProcess,
     WorkerProcess,
@@ -115,6 +116,10 @@ def test_worker_failure_and_timeout_are_reported(
     wait_until(lambda: record_in(api, slow_id, "timed_out"))
     timed_out = [e for e in worker.logs() if e.get("event") == "task.timed_out"]
     assert timed_out[0]["error_type"] == "TaskTimeout"
+    # prefork: Celery's soft time limit interrupted the body, nothing overran
+    assert not [e for e in worker.logs() if e.get("event") == "task.overran"]
+    assert f"id={slow_id} outcome=timeout" in (api.data_dir / "error.log").read_text()
+    assert worker.value("background_task_in_progress", task="safe_write_log", backend="celery") == 0
 
 
 def test_queue_depth_and_oldest_pending_come_from_the_broker(
@@ -175,3 +180,28 @@ def test_failed_runs_are_retried_then_fail(
     assert [line.rsplit("outcome=", 1)[1] for line in errors] == ["retry)", "retry)", "failure)"]
     assert all(task_id in line for line in errors)
     wait_until(lambda: record_in(api, task_id, "failed"))
+
+
+def test_threads_pool_reports_a_timeout_at_the_deadline(
+    start_service: Any, start_worker: Any, broker_url: str, tmp_path: Path
+) -> None:
+    """NOTIFY_WORKER_POOL=threads: a stuck run is reported timeout, its body finishes later."""
+    env = {
+        "NOTIFY_DATA_DIR": str(tmp_path / "data"),
+        "NOTIFY_BROKER_URL": broker_url,
+        "NOTIFY_TASK_TIMEOUT_SECONDS": "1",
+        "NOTIFY_WORKER_POOL": "threads",
+    }
+    worker = start_worker(**env)
+    api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
+    os.mkfifo(api.data_dir / "log.txt")
+    slow_id = api.client.post("/safe-notify").json()["task_ids"][0]
+    wait_until(lambda: finished(worker, "safe_write_log", "timeout") == 1)
+    wait_until(lambda: record_in(api, slow_id, "timed_out"))
+    reader = FifoReader(api.data_dir / "log.txt")  # lets the body finish
+    try:
+        wait_until(lambda: reader.read())
+    finally:
+        reader.close()
+    wait_until(lambda: [e for e in worker.logs() if e.get("event") == "task.overran"])
+    assert finished(worker, "safe_write_log", "success") == 0

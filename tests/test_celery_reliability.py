@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.conftest import WorkerProcess, wait_until
+from observability import metrics_dir
+from tests.conftest import FifoReader, WorkerProcess, wait_until
 from tests.stack.live import ephemeral_redis, free_port
 
 
@@ -43,22 +45,6 @@ def value(worker: WorkerProcess, name: str, task: str, **labels: str) -> float:
 
 def finished(worker: WorkerProcess, task: str, outcome: str) -> float:
     return value(worker, "background_task_finished_total", task, outcome=outcome)
-
-
-class FifoReader:
-    """The reading end of a FIFO sink: opening it lets a writer blocked on the FIFO go on."""
-
-    def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        self.data = b""
-
-    def read(self) -> bytes:
-        with contextlib.suppress(BlockingIOError):  # a writer, no data yet
-            self.data += os.read(self.fd, 65536)
-        return self.data
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def test_prefork_children_add_up_on_the_worker_metrics(
@@ -120,6 +106,58 @@ def test_task_survives_the_death_of_its_process_and_runs_once(
     assert not (api.data_dir / "error.log").exists()
     redelivered = [e for e in worker.logs() if e.get("event") == "task.redelivered"]
     assert [e["task_id"] for e in redelivered] == [task_id]
+    wait_until(lambda: api.client.get(f"/tasks/{task_id}").json()["state"] == "succeeded")
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def unacked_older_than(client: redis.Redis, seconds: float) -> bool:
+    """Whether kombu's index of unacknowledged messages holds one taken ``seconds`` ago."""
+    taken = client.zrange("unacked_index", 0, -1, withscores=True)
+    return bool(taken) and all(time.time() - score > seconds for _, score in taken)
+
+
+def test_task_of_a_killed_worker_completes_once_on_another(
+    start_service: Any, start_worker: Any, broker_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL of a whole worker mid-task: another worker gets it after the visibility timeout."""
+    env = celery_env(
+        tmp_path,
+        broker_url,
+        NOTIFY_TASK_TIMEOUT_SECONDS="60",
+        NOTIFY_TASK_CONCURRENCY="1",
+        NOTIFY_BROKER_VISIBILITY_TIMEOUT_SECONDS="2",
+    )
+    first = start_worker(**env)
+    api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
+    fifo = api.data_dir / "log.txt"
+    os.mkfifo(fifo)
+    task_id = api.client.post("/send-notification/a@example.com").json()["task_ids"][0]
+    wait_until(lambda: value(first, "background_task_started_total", "write_log") == 1)
+    children = children_of(first.process.pid)
+    first.process.kill()  # the main process first: nobody is left to put the task back
+    for child in children:
+        os.kill(child, signal.SIGKILL)
+    first.process.wait(10)
+    metrics_dir.remove(Path(tempfile.gettempdir()) / f"notify-worker-metrics-{first.process.pid}")
+    fifo.rename(api.data_dir / "blocked.fifo")
+    client = redis.Redis.from_url(broker_url)  # the next worker's start-up sweep will see it
+    wait_until(lambda: unacked_older_than(client, 2.5), timeout=10)
+    client.close()
+    second = start_worker(**env)
+    wait_until(lambda: finished(second, "write_log", "success") == 1, timeout=30)
+    assert (api.data_dir / "log.txt").read_text() == "message to a@example.com\n"
+    assert value(second, "background_task_redelivered_total", "write_log") == 1
+    assert value(second, "background_task_started_total", "write_log") == 1
     wait_until(lambda: api.client.get(f"/tasks/{task_id}").json()["state"] == "succeeded")
 
 
