@@ -37,6 +37,10 @@ class TaskTimeout(TimeoutError):
     """A worker run over the timeout, reported as outcome ``timeout`` (never retried)."""
 
 
+class HardTimeLimitExceeded(TimeoutError):
+    """A run Celery killed at its hard time limit, with the process running it."""
+
+
 def envelope_from_message(payload: dict[str, Any]) -> TaskEnvelope:
     return TaskEnvelope(
         name=str(payload["name"]),
@@ -114,7 +118,7 @@ class CeleryBackend:
             # TimeLimitExceeded: Celery's hard time limit killed the run
             timed_out = isinstance(value, TimeoutError) or error_type in (
                 "TaskTimeout",
-                "TimeLimitExceeded",
+                "TimeLimitExceeded",  # Celery's own, on a run killed at the hard limit
             )
             return {"state": "timed_out" if timed_out else "failed", "error_type": error_type}
         return None

@@ -368,6 +368,30 @@ class TaskRunner:
             run.finish(names.OUTCOME_SUCCESS)
         return run
 
+    def report_killed(self, envelope: TaskEnvelope, ran_for: float, error: BaseException) -> None:
+        """A run whose process was killed under it (Celery's hard time limit), reported from
+        another process as ``timeout``: its span, begun ``ran_for`` seconds ago (the dead
+        process's span is lost), the finish metrics, log and failure report. Its start was
+        counted by the dead process, whose in-progress count is gone with it."""
+        started_at = time.time() - ran_for
+        span = self.tracer.start_span(
+            f"{names.TASK_SPAN_PREFIX} {envelope.name}",
+            context=propagate.extract(envelope.trace_context),
+            kind=self.span_kind,
+            start_time=int(started_at * 1e9),
+            attributes={
+                names.ATTR_TASK_NAME: envelope.name,
+                names.ATTR_TASK_ID: envelope.id,
+                names.ATTR_TASK_BACKEND: self.backend,
+            },
+        )
+        run = Run(self, envelope, span)
+        run.started_at, run.started_perf = started_at, run.started_perf - ran_for
+        run.queue_wait = max(0.0, started_at - envelope.enqueued_at)
+        span.set_attribute(names.ATTR_TASK_QUEUE_WAIT, run.queue_wait)
+        self.metrics.series(envelope.name, self.backend).in_progress.inc()  # finish() takes it back
+        run.finish(names.OUTCOME_TIMEOUT, error)
+
 
 def _is_async_callable(func: TaskFunction) -> bool:
     while isinstance(func, functools.partial):

@@ -13,11 +13,17 @@ METRICS_DIR = metrics_dir.claim("notify-worker-metrics")
 from typing import Any  # noqa: E402
 
 from celery import signals  # noqa: E402
+from celery.exceptions import TimeLimitExceeded  # noqa: E402
 from opentelemetry.trace import SpanKind, TracerProvider  # noqa: E402
 from prometheus_client import CollectorRegistry, start_http_server  # noqa: E402
 
 from observability import multiprocess, names  # noqa: E402
-from observability.broker import WorkerRuntime, register_run_task  # noqa: E402
+from observability.broker import (  # noqa: E402
+    HardTimeLimitExceeded,
+    WorkerRuntime,
+    envelope_from_message,
+    register_run_task,
+)
 from observability.logs import configure_logging, get_logger  # noqa: E402
 from observability.metrics import TaskMetrics  # noqa: E402
 from observability.runner import TaskFunction, TaskRunner  # noqa: E402
@@ -36,6 +42,7 @@ class Worker:
         self.settings = Settings()
         self.metrics: TaskMetrics | None = None
         self.celery_time_limits = False
+        self._killed: set[str] = set()
         self._runtime: WorkerRuntime | None = None
         self._provider: TracerProvider | None = None
 
@@ -106,6 +113,18 @@ class Worker:
 
         return WorkerRuntime(runner, resolve, celery_time_limits=self.celery_time_limits)
 
+    def killed_at_hard_limit(self, payload: dict[str, Any], error: TimeLimitExceeded) -> None:
+        """Report a run Celery killed at its hard time limit as ``timeout``."""
+        envelope = envelope_from_message(payload)
+        if envelope.id in self._killed:  # Celery signals the failure twice
+            return
+        if len(self._killed) > 1000:
+            self._killed.clear()
+        self._killed.add(envelope.id)
+        limit = float(error.args[0]) if error.args else self.settings.task_timeout_seconds
+        killed = HardTimeLimitExceeded(f"task killed at its {limit:g}s hard time limit")
+        self.runtime().runner.report_killed(envelope, limit, killed)
+
     def child_stopping(self) -> None:
         """A prefork child exits: flush its spans, its live gauges stop counting."""
         self._stop_tracing()
@@ -149,6 +168,12 @@ def _process_shutdown(**_: Any) -> None:
     worker.child_stopping()
 
 
+def _task_failure(exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
+    """In the main process, a run killed at Celery's hard time limit (its child is gone)."""
+    if isinstance(exception, TimeLimitExceeded) and args:
+        worker.killed_at_hard_limit(args[0], exception)
+
+
 def _worker_shutdown(**_: Any) -> None:
     worker.shutdown()
 
@@ -157,3 +182,4 @@ signals.setup_logging.connect(_setup_logging, weak=False)
 signals.worker_init.connect(_worker_init, weak=False)
 signals.worker_process_shutdown.connect(_process_shutdown, weak=False)
 signals.worker_shutdown.connect(_worker_shutdown, weak=False)
+signals.task_failure.connect(_task_failure, weak=False)

@@ -17,7 +17,14 @@ import redis
 from celery import Celery
 
 from observability import metrics_dir
-from tests.conftest import FifoReader, WorkerProcess, wait_until
+from tests.conftest import (
+    FifoReader,
+    OtlpReceiver,
+    WorkerProcess,
+    otlp_env,
+    span_attributes,
+    wait_until,
+)
 from tests.stack.live import ephemeral_redis, free_port
 
 
@@ -107,6 +114,37 @@ def test_task_survives_the_death_of_its_process_and_runs_once(
     redelivered = [e for e in worker.logs() if e.get("event") == "task.redelivered"]
     assert [e["task_id"] for e in redelivered] == [task_id]
     wait_until(lambda: api.client.get(f"/tasks/{task_id}").json()["state"] == "succeeded")
+
+
+def test_a_run_killed_at_the_hard_time_limit_ends_as_timeout(
+    start_service: Any,
+    start_worker: Any,
+    broker_url: str,
+    tmp_path: Path,
+    otlp_receiver: OtlpReceiver,
+) -> None:
+    """A child that can't take the soft limit (stopped) is killed at the hard one: timeout."""
+    env = celery_env(tmp_path, broker_url, NOTIFY_TASK_TIMEOUT_SECONDS="1")
+    worker = start_worker(**env, **otlp_env(otlp_receiver))
+    api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
+    os.mkfifo(api.data_dir / "log.txt")
+    task_id = api.client.post("/safe-notify").json()["task_ids"][0]
+    wait_until(lambda: value(worker, "background_task_started_total", "safe_write_log") == 1)
+    client = redis.Redis.from_url(broker_url)
+    pid = wait_until(lambda: started_pid(client, task_id))
+    client.close()
+    os.kill(pid, signal.SIGSTOP)  # the soft limit's signal waits; the hard limit's SIGKILL not
+    wait_until(lambda: finished(worker, "safe_write_log", "timeout") == 1, timeout=20)
+    labels = {"exception": "HardTimeLimitExceeded"}
+    assert value(worker, "background_task_failures_total", "safe_write_log", **labels) == 1
+    wait_until(lambda: value(worker, "background_task_in_progress", "safe_write_log") == 0)
+    assert f"id={task_id} outcome=timeout" in (api.data_dir / "error.log").read_text()
+    timed_out = [e for e in worker.logs() if e.get("event") == "task.timed_out"]
+    assert [e["error_type"] for e in timed_out] == ["HardTimeLimitExceeded"]
+    wait_until(lambda: api.client.get(f"/tasks/{task_id}").json()["state"] == "timed_out")
+    span = wait_until(lambda: otlp_receiver.named("background_task safe_write_log"))
+    assert len(span) == 1  # the killed child's own span is lost; the main process's replaces it
+    assert span_attributes(span[0])["background_task.outcome"] == "timeout"
 
 
 def children_of(pid: int) -> list[int]:
