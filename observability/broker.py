@@ -15,11 +15,13 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.result import AsyncResult
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from starlette.concurrency import run_in_threadpool
 
 from observability import names
 from observability.dispatch import Admission, BackendUnavailable, TaskCall
-from observability.envelope import TaskEnvelope
+from observability.envelope import TaskEnvelope, current_trace_context
 from observability.logs import get_logger
 from observability.runner import Run, TaskFunction, TaskRunner
 
@@ -140,9 +142,7 @@ class CeleryBackend:
         for call in calls:
             envelope = call.envelope
             try:
-                self.app.send_task(
-                    RUN_TASK, args=[asdict(envelope)], task_id=envelope.id, queue=self.queue
-                )
+                self._send(envelope)
             except Exception as exc:
                 self.log.error(
                     "broker.publish_failed",
@@ -155,6 +155,24 @@ class CeleryBackend:
             published.append(envelope.id)
             self.runner.accepted(envelope)
         return published
+
+    def _send(self, envelope: TaskEnvelope) -> None:
+        """Publish ``envelope`` in a PRODUCER span (child of the request's span), whose context
+        travels in the message: the worker's run span is its child, or links to it."""
+        with self.runner.tracer.start_as_current_span(
+            f"{names.PUBLISH_SPAN_PREFIX} {self.queue}",
+            context=propagate.extract(envelope.trace_context),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                names.ATTR_TASK_NAME: envelope.name,
+                names.ATTR_TASK_ID: envelope.id,
+                names.ATTR_TASK_BACKEND: self.name,
+                names.ATTR_MESSAGING_SYSTEM: "celery",
+                names.ATTR_MESSAGING_DESTINATION: self.queue,
+            },
+        ):
+            message = asdict(envelope) | {"trace_context": current_trace_context()}
+            self.app.send_task(RUN_TASK, args=[message], task_id=envelope.id, queue=self.queue)
 
     async def _poll(self) -> None:
         while True:

@@ -38,6 +38,9 @@ ATTR_TASK_ID: Final = "background_task.id"
 ATTR_TASK_BACKEND: Final = "background_task.backend"
 ATTR_TASK_OUTCOME: Final = "background_task.outcome"
 ATTR_TASK_QUEUE_WAIT: Final = "background_task.queue_wait_seconds"
+PUBLISH_SPAN_PREFIX: Final = "publish"  # the API's PRODUCER span: "publish {queue}"
+ATTR_MESSAGING_SYSTEM: Final = "messaging.system"
+ATTR_MESSAGING_DESTINATION: Final = "messaging.destination.name"
 
 # Log events
 EVENT_ENQUEUED: Final = "task.enqueued"

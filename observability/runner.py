@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
 
 from observability import names
 from observability.envelope import TaskEnvelope
@@ -89,6 +90,7 @@ class TaskRunner:
         journal: TaskJournal | None = None,
         failure_sink: FailureSink | None = None,
         span_kind: SpanKind = SpanKind.INTERNAL,
+        link_parent: bool = False,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
@@ -97,6 +99,7 @@ class TaskRunner:
         self.journal = journal
         self.failure_sink = failure_sink
         self.span_kind = span_kind
+        self.link_parent = link_parent
         self.log = get_logger("observability.runner", backend=backend)
 
     # -- before a run -------------------------------------------------------------------------
@@ -147,17 +150,7 @@ class TaskRunner:
 
     def begin(self, envelope: TaskEnvelope) -> Run:
         """Start a run: span (child of the enqueuing request's span), metrics, ``task.started``."""
-        parent = propagate.extract(envelope.trace_context)
-        span = self.tracer.start_span(
-            f"{names.TASK_SPAN_PREFIX} {envelope.name}",
-            context=parent,
-            kind=self.span_kind,
-            attributes={
-                names.ATTR_TASK_NAME: envelope.name,
-                names.ATTR_TASK_ID: envelope.id,
-                names.ATTR_TASK_BACKEND: self.backend,
-            },
-        )
+        span = self._start_span(envelope)
         run = Run(self, envelope, span)
         span.set_attribute(names.ATTR_TASK_QUEUE_WAIT, run.queue_wait)
         series = self.metrics.series(envelope.name, self.backend)
@@ -181,6 +174,27 @@ class TaskRunner:
                 queue_wait_seconds=run.queue_wait,
             )
         return run
+
+    def _start_span(self, envelope: TaskEnvelope, start_time: int | None = None) -> Span:
+        """The run's span: a child of the context the envelope carries or, with
+        ``link_parent``, the root of a trace of its own with a link to that context."""
+        parent = propagate.extract(envelope.trace_context)
+        links: list[Link] = []
+        if self.link_parent:
+            linked = trace.get_current_span(parent).get_span_context()
+            parent, links = Context(), [Link(linked)] if linked.is_valid else []
+        return self.tracer.start_span(
+            f"{names.TASK_SPAN_PREFIX} {envelope.name}",
+            context=parent,
+            kind=self.span_kind,
+            links=links,
+            start_time=start_time,
+            attributes={
+                names.ATTR_TASK_NAME: envelope.name,
+                names.ATTR_TASK_ID: envelope.id,
+                names.ATTR_TASK_BACKEND: self.backend,
+            },
+        )
 
     def _record_finish(
         self, run: Run, outcome: str, duration: float, error: BaseException | None
@@ -374,17 +388,7 @@ class TaskRunner:
         process's span is lost), the finish metrics, log and failure report. Its start was
         counted by the dead process, whose in-progress count is gone with it."""
         started_at = time.time() - ran_for
-        span = self.tracer.start_span(
-            f"{names.TASK_SPAN_PREFIX} {envelope.name}",
-            context=propagate.extract(envelope.trace_context),
-            kind=self.span_kind,
-            start_time=int(started_at * 1e9),
-            attributes={
-                names.ATTR_TASK_NAME: envelope.name,
-                names.ATTR_TASK_ID: envelope.id,
-                names.ATTR_TASK_BACKEND: self.backend,
-            },
-        )
+        span = self._start_span(envelope, start_time=int(started_at * 1e9))
         run = Run(self, envelope, span)
         run.started_at, run.started_perf = started_at, run.started_perf - ran_for
         run.queue_wait = max(0.0, started_at - envelope.enqueued_at)

@@ -103,6 +103,7 @@ class Worker:
             timeout=settings.task_timeout_seconds,
             failure_sink=service.report_failure,
             span_kind=SpanKind.CONSUMER,
+            link_parent=settings.celery_trace_mode == "link",
         )
         tasks = service.tasks()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import (
     FifoReader,
@@ -84,8 +85,12 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     assert worker.value("background_task_capacity", backend="celery") == 2
     task_span = wait_until(lambda: otlp_receiver.named("background_task write_log"))[0]
     server = wait_until(lambda: otlp_receiver.named("POST /send-notification"))[0]
-    assert task_span.trace_id == server.trace_id
-    assert task_span.parent_span_id == server.span_id
+    publish = published_span(otlp_receiver, task_id)
+    assert task_span.trace_id == publish.trace_id == server.trace_id
+    assert task_span.parent_span_id == publish.span_id  # request -> publish -> run
+    assert publish.parent_span_id == server.span_id
+    assert publish.kind == Span.SpanKind.SPAN_KIND_PRODUCER
+    assert task_span.kind == Span.SpanKind.SPAN_KIND_CONSUMER
     attributes = span_attributes(task_span)
     assert attributes["background_task.backend"] == "celery"
     assert attributes["background_task.id"] == task_id
@@ -95,6 +100,44 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     record = wait_until(lambda: record_in(api, task_id, "succeeded"))
     assert record["name"] == "write_log" and record["backend"] == "celery"
     assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]
+
+
+def published_span(receiver: OtlpReceiver, task_id: str) -> Span:
+    """The API's PRODUCER span that published ``task_id``."""
+    return wait_until(
+        lambda: [
+            span
+            for span in receiver.named("publish celery")
+            if span_attributes(span)["background_task.id"] == task_id
+        ]
+    )[0]
+
+
+def test_link_mode_roots_the_run_in_a_trace_linked_to_the_request(
+    start_service: Any,
+    start_worker: Any,
+    broker_url: str,
+    tmp_path: Path,
+    otlp_receiver: OtlpReceiver,
+) -> None:
+    """NOTIFY_CELERY_TRACE_MODE=link: the run's span starts a trace of its own, linked."""
+    env = {"NOTIFY_DATA_DIR": str(tmp_path / "data"), "NOTIFY_BROKER_URL": broker_url}
+    worker = start_worker(
+        **env,
+        NOTIFY_CELERY_TRACE_MODE="link",
+        NOTIFY_TASK_CONCURRENCY="1",
+        **otlp_env(otlp_receiver),
+    )
+    api = start_service(NOTIFY_TASK_BACKEND="celery", **env, **otlp_env(otlp_receiver))
+    task_id = api.client.post("/send-notification/a@example.com").json()["task_ids"][0]
+    wait_until(lambda: finished(worker, "write_log", "success") == 1)
+    run = wait_until(lambda: otlp_receiver.named("background_task write_log"))
+    publish = published_span(otlp_receiver, task_id)
+    assert len(run) == 1
+    assert run[0].trace_id != publish.trace_id and not run[0].parent_span_id
+    assert [(link.trace_id, link.span_id) for link in run[0].links] == [
+        (publish.trace_id, publish.span_id)
+    ]
 
 
 def test_worker_failure_and_timeout_are_reported(
