@@ -126,6 +126,11 @@ class Worker:
         killed = HardTimeLimitExceeded(f"task killed at its {limit:g}s hard time limit")
         self.runtime().runner.report_killed(envelope, limit, killed)
 
+    def child_started(self) -> None:
+        """In a new prefork child: build a runtime of its own (the parent's, if the parent made
+        one to report a hard time limit, has a tracer whose export thread stayed behind)."""
+        self._runtime, self._provider = None, None
+
     def child_stopping(self) -> None:
         """A prefork child exits: flush its spans, its live gauges stop counting."""
         self._stop_tracing()
@@ -169,6 +174,10 @@ def _process_shutdown(**_: Any) -> None:
     worker.child_stopping()
 
 
+def _process_init(**_: Any) -> None:
+    worker.child_started()
+
+
 def _task_failure(exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
     """In the main process, a run killed at Celery's hard time limit (its child is gone)."""
     if isinstance(exception, TimeLimitExceeded) and args:
@@ -181,6 +190,7 @@ def _worker_shutdown(**_: Any) -> None:
 
 signals.setup_logging.connect(_setup_logging, weak=False)
 signals.worker_init.connect(_worker_init, weak=False)
+signals.worker_process_init.connect(_process_init, weak=False)
 signals.worker_process_shutdown.connect(_process_shutdown, weak=False)
 signals.worker_shutdown.connect(_worker_shutdown, weak=False)
 signals.task_failure.connect(_task_failure, weak=False)
