@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run worker test lint format dashboards bench clean
+WORKERS ?= 2
+API_METRICS_DIR ?= /tmp/notify-api-metrics
+
+.PHONY: run run-workers worker test lint format dashboards bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +18,12 @@ $(BIN)/.installed: pyproject.toml
 
 run: $(BIN)/.installed
 	$(BIN)/uvicorn --factory service.main:create_app --host $(HOST) --port $(PORT)
+
+# Several API processes: their metrics add up through files in an emptied directory.
+run-workers: $(BIN)/.installed
+	rm -rf $(API_METRICS_DIR) && mkdir -p $(API_METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(API_METRICS_DIR) $(BIN)/uvicorn --factory service.main:create_app \
+		--host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 worker: $(BIN)/.installed
 	$(BIN)/celery -A service.worker worker --loglevel=INFO

@@ -434,7 +434,7 @@ def background_tasks() -> dash.Dashboard:
             "Scrape status of each Celery worker (1 up, 0 down).",
             "short",
             [('up{job="worker"}', "{{instance}}")],
-            span=8,
+            span=6,
         )
     )
     d = d.with_panel(
@@ -443,7 +443,7 @@ def background_tasks() -> dash.Dashboard:
             "Runs in progress on each Celery worker.",
             "short",
             [('sum by (instance) (background_task_in_progress{job="worker"})', "{{instance}}")],
-            span=8,
+            span=6,
         )
     )
     d = d.with_panel(
@@ -452,7 +452,23 @@ def background_tasks() -> dash.Dashboard:
             "Messages waiting in each Celery queue.",
             "short",
             [('max by (queue) (background_task_queue_depth{backend="celery"})', "{{queue}}")],
-            span=8,
+            span=6,
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Redeliveries",
+            "Runs of messages delivered again because the worker process running them died "
+            "before acknowledging (a steady stream: a task that kills its process).",
+            "short",
+            [
+                (
+                    "sum by (task) (increase(background_task_redelivered_total"
+                    '{backend="celery"}[$__rate_interval]))',
+                    "{{task}}",
+                )
+            ],
+            span=6,
         )
     )
 

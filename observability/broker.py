@@ -13,22 +13,34 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.result import AsyncResult
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from starlette.concurrency import run_in_threadpool
 
 from observability import names
 from observability.dispatch import Admission, BackendUnavailable, TaskCall
-from observability.envelope import TaskEnvelope
+from observability.envelope import TaskEnvelope, current_trace_context
 from observability.logs import get_logger
-from observability.runner import TaskFunction, TaskRunner
+from observability.runner import Run, TaskFunction, TaskRunner
 
 RUN_TASK = "background_task.run"
 POLL_SECONDS = 2.0
 TIMED_OUT = "TIMED_OUT"  # a custom Celery state: reported timeout, body still running
 
 
+# Errors worth another attempt: I/O, connections, timeouts of calls the task makes. Anything
+# else (ValueError, TypeError, LookupError, ...) is a bug or bad input and fails at once.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+
+
 class TaskTimeout(TimeoutError):
-    """A worker run over the timeout, reported as outcome ``timeout``."""
+    """A worker run over the timeout, reported as outcome ``timeout`` (never retried)."""
+
+
+class HardTimeLimitExceeded(TimeoutError):
+    """A run Celery killed at its hard time limit, with the process running it."""
 
 
 def envelope_from_message(payload: dict[str, Any]) -> TaskEnvelope:
@@ -105,7 +117,11 @@ class CeleryBackend:
             return {"state": "queued", "error_type": type(value).__name__}
         if state == "FAILURE":
             error_type = type(value).__name__
-            timed_out = isinstance(value, TimeoutError) or error_type == "TaskTimeout"
+            # TimeLimitExceeded: Celery's hard time limit killed the run
+            timed_out = isinstance(value, TimeoutError) or error_type in (
+                "TaskTimeout",
+                "TimeLimitExceeded",  # Celery's own, on a run killed at the hard limit
+            )
             return {"state": "timed_out" if timed_out else "failed", "error_type": error_type}
         return None
 
@@ -126,9 +142,7 @@ class CeleryBackend:
         for call in calls:
             envelope = call.envelope
             try:
-                self.app.send_task(
-                    RUN_TASK, args=[asdict(envelope)], task_id=envelope.id, queue=self.queue
-                )
+                self._send(envelope)
             except Exception as exc:
                 self.log.error(
                     "broker.publish_failed",
@@ -141,6 +155,24 @@ class CeleryBackend:
             published.append(envelope.id)
             self.runner.accepted(envelope)
         return published
+
+    def _send(self, envelope: TaskEnvelope) -> None:
+        """Publish ``envelope`` in a PRODUCER span (child of the request's span), whose context
+        travels in the message: the worker's run span is its child, or links to it."""
+        with self.runner.tracer.start_as_current_span(
+            f"{names.PUBLISH_SPAN_PREFIX} {self.queue}",
+            context=propagate.extract(envelope.trace_context),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                names.ATTR_TASK_NAME: envelope.name,
+                names.ATTR_TASK_ID: envelope.id,
+                names.ATTR_TASK_BACKEND: self.name,
+                names.ATTR_MESSAGING_SYSTEM: "celery",
+                names.ATTR_MESSAGING_DESTINATION: self.queue,
+            },
+        ):
+            message = asdict(envelope) | {"trace_context": current_trace_context()}
+            self.app.send_task(RUN_TASK, args=[message], task_id=envelope.id, queue=self.queue)
 
     async def _poll(self) -> None:
         while True:
@@ -182,23 +214,50 @@ def _enqueued_at(raw: bytes | None) -> float:
 
 
 class WorkerRuntime:
-    """What a worker process runs tasks with; built once, when the worker starts.
+    """What a worker process runs tasks with; built once, in the process that runs them.
 
-    Celery's time limits need its prefork pool; workers here use threads (one ``/metrics`` per
-    process), so the timeout is the runner's: the body runs in a thread of its own, is reported
-    ``timeout`` at the deadline, and keeps the Celery slot until it returns (like in-process)."""
+    ``celery_time_limits`` (prefork pool): the body runs in this thread and Celery's soft time
+    limit interrupts it (``SoftTimeLimitExceeded``), reported as ``timeout``; the hard limit
+    kills a body that survives it. Otherwise (threads pool, which ignores Celery's limits) the
+    body runs in a thread of its own, is reported ``timeout`` at the deadline, and keeps its
+    Celery slot until it returns (like in-process)."""
 
-    def __init__(self, runner: TaskRunner, resolve: Callable[[str], TaskFunction]) -> None:
+    def __init__(
+        self,
+        runner: TaskRunner,
+        resolve: Callable[[str], TaskFunction],
+        *,
+        celery_time_limits: bool = False,
+    ) -> None:
         self.runner = runner
         self.resolve = resolve
+        self.celery_time_limits = celery_time_limits
 
     def run(
-        self, payload: dict[str, Any], report: Callable[[str], None], *, retry: bool = False
+        self,
+        payload: dict[str, Any],
+        report: Callable[[str], None],
+        *,
+        retry: bool = False,
+        redelivered: bool = False,
     ) -> dict[str, Any]:
         """Run one message; ``report(state)`` publishes an interim state (a timed-out run whose
-        body is still running) to the result backend; ``retry``: a failure will be retried."""
+        body is still running) to the result backend; ``retry``: a transient failure will be
+        retried; ``redelivered``: the broker delivered this message before (counted)."""
         envelope = envelope_from_message(payload)
-        body = _Body(self.resolve(envelope.name), envelope.args, envelope.kwargs)
+        if redelivered:
+            self.runner.metrics.redelivered.labels(envelope.name, self.runner.backend).inc()
+            self.runner.log.warning(
+                names.EVENT_REDELIVERED, task=envelope.name, task_id=envelope.id
+            )
+        func = self.resolve(envelope.name)
+        retry_on = TRANSIENT_ERRORS if retry else ()
+        bare = replace(envelope, args=(), kwargs={})
+        if self.celery_time_limits:
+            return _summary(
+                self.runner.run_sync(bare, self._limited(func, envelope), retry_on=retry_on)
+            )
+        body = _Body(func, envelope.args, envelope.kwargs)
 
         def call() -> None:
             body.start()
@@ -208,7 +267,7 @@ class WorkerRuntime:
             body.reraise()
 
         try:
-            run = self.runner.run_sync(replace(envelope, args=(), kwargs={}), call, retry=retry)
+            run = self.runner.run_sync(bare, call, retry_on=retry_on)
         except TaskTimeout:
             report(TIMED_OUT)
             t0 = time.perf_counter()
@@ -220,12 +279,28 @@ class WorkerRuntime:
                 overran_seconds=time.perf_counter() - t0,
             )
             raise
-        return {
-            "outcome": run.outcome,
-            "started_at": run.started_at,
-            "duration_seconds": run.duration,
-            "queue_wait_seconds": run.queue_wait,
-        }
+        return _summary(run)
+
+    def _limited(self, func: TaskFunction, envelope: TaskEnvelope) -> Callable[[], None]:
+        """``func`` with Celery's soft time limit reported as this backend's timeout."""
+
+        def call() -> None:
+            try:
+                func(*envelope.args, **envelope.kwargs)
+            except SoftTimeLimitExceeded as exc:
+                raise TaskTimeout(f"task exceeded its {self.runner.timeout:g}s timeout") from exc
+
+        return call
+
+
+def _summary(run: Run) -> dict[str, Any]:
+    """What the result backend keeps of a finished run."""
+    return {
+        "outcome": run.outcome,
+        "started_at": run.started_at,
+        "duration_seconds": run.duration,
+        "queue_wait_seconds": run.queue_wait,
+    }
 
 
 class _Body(threading.Thread):
@@ -254,19 +329,27 @@ def register_run_task(
     max_retries: int = 0,
     backoff: float = 1.0,
 ) -> None:
-    """Register the one Celery task that runs envelopes through ``runtime()``. A failed run
-    (not a timeout) is retried up to ``max_retries`` times, ``backoff * 2**n`` seconds later;
-    such runs end with outcome ``retry``."""
+    """Register the one Celery task that runs envelopes through ``runtime()``. A run failing
+    with a transient error (``TRANSIENT_ERRORS``; not a timeout) is retried up to
+    ``max_retries`` times, ``backoff * 2**n`` seconds later, and ends with outcome ``retry``;
+    any other error fails at once. The message is acknowledged after the run (``acks_late``)
+    and put back if the process running it dies (``reject_on_worker_lost``)."""
 
     @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def run(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
         retries = int(task.request.retries or 0)
         again = retries < max_retries
+        redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
         try:
-            return runtime().run(payload, lambda state: task.update_state(state=state), retry=again)
+            return runtime().run(
+                payload,
+                lambda state: task.update_state(state=state),
+                retry=again,
+                redelivered=redelivered,
+            )
         except TaskTimeout:
             raise
-        except Exception as exc:
+        except TRANSIENT_ERRORS as exc:
             if not again:
                 raise
             countdown = backoff * 2**retries

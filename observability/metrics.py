@@ -63,9 +63,15 @@ class TaskSeries:
 
 
 class TaskMetrics:
-    """The contract's ``background_task_*`` metrics."""
+    """The contract's ``background_task_*`` metrics.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    Gauges say how they add up in prometheus-client's multiprocess mode (ignored otherwise):
+    per-process state (runs in progress, capacity, an in-process backlog) is summed over live
+    processes, timestamps take the latest. ``shared_queue``: the queue gauges read shared state
+    (a broker queue every process polls), so the most recent reading wins instead of a sum; an
+    in-process backlog's oldest entry is per process (a ``pid`` label in multiprocess mode)."""
+
+    def __init__(self, registry: CollectorRegistry, *, shared_queue: bool = False) -> None:
         self._series: dict[tuple[str, str], TaskSeries] = {}
         task = ("task", "backend")
         self.enqueued = Counter(
@@ -90,6 +96,12 @@ class TaskMetrics:
             (*task, "reason"),
             registry=registry,
         )
+        self.redelivered = Counter(
+            names.TASK_REDELIVERED,
+            "Runs of tasks the broker delivered again (a worker died before acknowledging).",
+            task,
+            registry=registry,
+        )
         self.queue_wait = Histogram(
             names.TASK_QUEUE_WAIT,
             "Seconds from enqueue to start.",
@@ -105,34 +117,46 @@ class TaskMetrics:
             registry=registry,
         )
         self.in_progress = Gauge(
-            names.TASK_IN_PROGRESS, "Task runs under way.", task, registry=registry
+            names.TASK_IN_PROGRESS,
+            "Task runs under way.",
+            task,
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.queue_depth = Gauge(
             names.TASK_QUEUE_DEPTH,
             "Tasks accepted and not started yet.",
             ("backend", "queue"),
             registry=registry,
+            multiprocess_mode="livemostrecent" if shared_queue else "livesum",
         )
         self.oldest_pending = Gauge(
             names.TASK_OLDEST_PENDING,
             "Enqueue time of the oldest task not started (0: none).",
             ("backend", "queue"),
             registry=registry,
+            multiprocess_mode="livemostrecent" if shared_queue else "liveall",
         )
         self.capacity = Gauge(
             names.TASK_CAPACITY,
             "Task runs that may be under way at once.",
             ("backend",),
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.last_started = Gauge(
-            names.TASK_LAST_STARTED, "When a run of the task last started.", task, registry=registry
+            names.TASK_LAST_STARTED,
+            "When a run of the task last started.",
+            task,
+            registry=registry,
+            multiprocess_mode="max",
         )
         self.last_finished = Gauge(
             names.TASK_LAST_FINISHED,
             "When a run of the task last finished, by outcome.",
             (*task, "outcome"),
             registry=registry,
+            multiprocess_mode="max",
         )
 
     def series(self, task: str, backend: str) -> TaskSeries:
@@ -188,6 +212,7 @@ class HttpMetrics:
             "Requests whose response is not sent yet.",
             ("method",),
             registry=registry,
+            multiprocess_mode="livesum",
         )
         # children by label values (bounded: methods are normalised, routes are templates)
         self._active: dict[str, Any] = {}

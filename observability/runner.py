@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
 
 from observability import names
 from observability.envelope import TaskEnvelope
@@ -100,6 +100,7 @@ class TaskRunner:
         journal: TaskJournal | None = None,
         failure_sink: FailureSink | None = None,
         span_kind: SpanKind = SpanKind.INTERNAL,
+        link_parent: bool = False,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
@@ -108,6 +109,7 @@ class TaskRunner:
         self.journal = journal
         self.failure_sink = failure_sink
         self.span_kind = span_kind
+        self.link_parent = link_parent
         self.log = get_logger("observability.runner", backend=backend)
 
     # -- before a run -------------------------------------------------------------------------
@@ -159,22 +161,9 @@ class TaskRunner:
     def begin(self, envelope: TaskEnvelope, parent: Context | None = None) -> Run:
         """Start a run: span (child of the enqueuing request's span: ``parent``, else the
         envelope's trace context), metrics, ``task.started``."""
-        if parent is None:
-            parent = propagate.extract(envelope.trace_context)
         started_at, started_perf = time.time(), time.perf_counter()
         queue_wait = max(0.0, started_at - envelope.enqueued_at)
-        span = self.tracer.start_span(
-            f"{names.TASK_SPAN_PREFIX} {envelope.name}",
-            context=parent,
-            kind=self.span_kind,
-            attributes={
-                names.ATTR_TASK_NAME: envelope.name,
-                names.ATTR_TASK_ID: envelope.id,
-                names.ATTR_TASK_BACKEND: self.backend,
-                names.ATTR_TASK_QUEUE_WAIT: queue_wait,
-            },
-            start_time=int(started_at * 1e9),
-        )
+        span = self._start_span(envelope, parent, started_at, queue_wait)
         run = Run(self, envelope, span, started_at, started_perf, queue_wait)
         series = self.metrics.series(envelope.name, self.backend)
         series.started.inc()
@@ -197,6 +186,31 @@ class TaskRunner:
             **run.log_ids,
         )
         return run
+
+    def _start_span(
+        self, envelope: TaskEnvelope, parent: Context | None, started_at: float, queue_wait: float
+    ) -> Span:
+        """The run's span: a child of ``parent`` or of the context the envelope carries or,
+        with ``link_parent``, the root of a trace of its own with a link to that context."""
+        if parent is None:
+            parent = propagate.extract(envelope.trace_context)
+        links: list[Link] = []
+        if self.link_parent:
+            linked = trace.get_current_span(parent).get_span_context()
+            parent, links = Context(), [Link(linked)] if linked.is_valid else []
+        return self.tracer.start_span(
+            f"{names.TASK_SPAN_PREFIX} {envelope.name}",
+            context=parent,
+            kind=self.span_kind,
+            links=links,
+            start_time=int(started_at * 1e9),
+            attributes={
+                names.ATTR_TASK_NAME: envelope.name,
+                names.ATTR_TASK_ID: envelope.id,
+                names.ATTR_TASK_BACKEND: self.backend,
+                names.ATTR_TASK_QUEUE_WAIT: queue_wait,
+            },
+        )
 
     def _record_finish(
         self, run: Run, outcome: str, duration: float, error: BaseException | None
@@ -398,10 +412,16 @@ class TaskRunner:
             )
         return run
 
-    def run_sync(self, envelope: TaskEnvelope, func: TaskFunction, *, retry: bool = False) -> Run:
+    def run_sync(
+        self,
+        envelope: TaskEnvelope,
+        func: TaskFunction,
+        *,
+        retry_on: tuple[type[BaseException], ...] = (),
+    ) -> Run:
         """Run ``func`` in this thread (Celery workers); the backend enforces the time limit and
-        ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``. With ``retry``
-        a failure is reported as outcome ``retry`` (the backend will run the task again)."""
+        ``TimeoutError`` (or a subclass) raised by it is reported as ``timeout``. A failure of a
+        ``retry_on`` class is reported as outcome ``retry`` (the backend will run it again)."""
         run = self.begin(envelope)
         token = otel_context.attach(trace.set_span_in_context(run.span))
         try:
@@ -411,12 +431,25 @@ class TaskRunner:
                 run.finish(names.OUTCOME_TIMEOUT, exc)
                 raise
             except BaseException as exc:
-                run.finish(names.OUTCOME_RETRY if retry else names.OUTCOME_FAILURE, exc)
+                retried = isinstance(exc, retry_on)
+                run.finish(names.OUTCOME_RETRY if retried else names.OUTCOME_FAILURE, exc)
                 raise
             run.finish(names.OUTCOME_SUCCESS)
         finally:
             otel_context.detach(token)
         return run
+
+    def report_killed(self, envelope: TaskEnvelope, ran_for: float, error: BaseException) -> None:
+        """A run whose process was killed under it (Celery's hard time limit), reported from
+        another process as ``timeout``: its span, begun ``ran_for`` seconds ago (the dead
+        process's span is lost), the finish metrics, log and failure report. Its start was
+        counted by the dead process, whose in-progress count is gone with it."""
+        started_at = time.time() - ran_for
+        queue_wait = max(0.0, started_at - envelope.enqueued_at)
+        span = self._start_span(envelope, None, started_at, queue_wait)
+        run = Run(self, envelope, span, started_at, time.perf_counter() - ran_for, queue_wait)
+        self.metrics.series(envelope.name, self.backend).in_progress.inc()  # finish() takes it back
+        run.finish(names.OUTCOME_TIMEOUT, error)
 
 
 def is_async_callable(func: TaskFunction) -> bool:

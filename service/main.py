@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request, Response
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from observability import names
+from observability import metrics_dir, multiprocess, names
 from observability.dispatch import Backend, TaskReleaseMiddleware
 from observability.exposition import metrics_response
 from observability.inprocess import InProcessBackend
@@ -29,12 +29,22 @@ PROBE_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 def build_backend(settings: Settings, runner: TaskRunner) -> Backend:
     if settings.task_backend == "celery":
         from observability.broker import CeleryBackend  # Celery is imported only when used
-        from service.worker import CELERY_QUEUE, create_celery_app
+        from service.celery_app import CELERY_QUEUE, create_celery_app
 
         return CeleryBackend(runner, create_celery_app(settings), CELERY_QUEUE)
     return InProcessBackend(
         runner, concurrency=settings.task_concurrency, backlog=settings.task_backlog
     )
+
+
+def multiprocess_exposition() -> CollectorRegistry | None:
+    """Under ``uvicorn --workers N`` with ``PROMETHEUS_MULTIPROC_DIR`` set (and emptied before
+    the start, see the README), every process serves the totals of all; otherwise None."""
+    path = metrics_dir.configured()
+    if path is None or not multiprocess.enabled():
+        return None
+    path.mkdir(parents=True, exist_ok=True)
+    return multiprocess.exposition_registry(path)
 
 
 def create_app(
@@ -47,11 +57,12 @@ def create_app(
     settings = settings or Settings()
     configure_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
     registry = registry if registry is not None else new_registry()
+    exposition = multiprocess_exposition() or registry
     owns_provider = tracer_provider is None
     provider = tracer_provider or create_tracer_provider(settings.service_name)
 
     notifications = NotificationService(settings.data_dir)
-    task_metrics = TaskMetrics(registry)
+    task_metrics = TaskMetrics(registry, shared_queue=settings.task_backend == "celery")
     journal = TaskJournal(settings.task_history_size)
     runner = TaskRunner(
         backend=settings.task_backend,
@@ -100,7 +111,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
-        return metrics_response(request, registry)
+        return metrics_response(request, exposition)
 
     app.add_middleware(TaskReleaseMiddleware)
     app.add_middleware(

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     task_backlog: int = Field(10000, ge=1)
     shutdown_grace_seconds: float = Field(25.0, ge=0)
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
+    worker_pool: Literal["prefork", "threads"] = "prefork"
+    celery_trace_mode: Literal["child", "link"] = "child"
+    broker_visibility_timeout_seconds: float = Field(3600.0, gt=0)
     task_max_retries: int = Field(0, ge=0)
     task_retry_backoff_seconds: float = Field(1.0, ge=0)
     task_history_size: int = Field(10000, ge=1)

@@ -1,62 +1,89 @@
-"""The Celery app: ``celery -A service.worker worker``.
+"""The Celery worker: ``celery -A service.worker worker``.
 
-The worker uses a thread pool by default (``worker_pool = "threads"``), so one process serves
-its ``/metrics`` on ``NOTIFY_WORKER_METRICS_PORT``; scale out with more worker processes."""
+The default pool is prefork (``NOTIFY_WORKER_POOL``): ``NOTIFY_TASK_CONCURRENCY`` child
+processes, so Celery's time limits work and CPU-bound tasks use several cores. Every process
+writes its metrics to a directory private to this worker start (prometheus-client multiprocess
+mode) and the main process serves them all, merged, on ``NOTIFY_WORKER_METRICS_PORT``."""
 
-from typing import Any
+from observability import metrics_dir
 
-from celery import Celery, signals
-from opentelemetry.trace import SpanKind
-from prometheus_client import start_http_server
+# prometheus-client picks its multiprocess mode when first imported: claim the directory first.
+METRICS_DIR = metrics_dir.claim("notify-worker-metrics")
 
-from observability import names
-from observability.broker import WorkerRuntime, register_run_task
-from observability.logs import configure_logging, get_logger
-from observability.metrics import TaskMetrics, new_registry
-from observability.runner import TaskFunction, TaskRunner
-from observability.tracing import create_tracer_provider, shutdown_tracer_provider
-from service.notifications import NotificationService
-from service.settings import Settings
+from typing import Any  # noqa: E402
 
-CELERY_QUEUE = "celery"
+from celery import signals  # noqa: E402
+from celery.exceptions import TimeLimitExceeded  # noqa: E402
+from opentelemetry.trace import SpanKind, TracerProvider  # noqa: E402
+from prometheus_client import CollectorRegistry, start_http_server  # noqa: E402
 
-
-def create_celery_app(settings: Settings) -> Celery:
-    """The Celery app shared by the API (publisher) and the workers."""
-    app = Celery("notification_service", broker=settings.broker_url)
-    app.conf.update(
-        task_default_queue=CELERY_QUEUE,
-        task_acks_late=True,
-        result_backend=settings.broker_url,
-        result_expires=24 * 3600,
-        redis_socket_connect_timeout=2,
-        redis_socket_timeout=5,
-        result_backend_transport_options={"retry_policy": {"max_retries": 1}},
-        task_track_started=True,
-        worker_pool="threads",
-        worker_concurrency=settings.task_concurrency,
-        worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts=False,
-        worker_send_task_events=False,
-        broker_connection_retry_on_startup=True,
-        task_publish_retry_policy={
-            "max_retries": 2,
-            "interval_start": 0,
-            "interval_step": 0.2,
-            "interval_max": 0.5,
-        },
-        broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5},
-    )
-    return app
+from observability import multiprocess, names  # noqa: E402
+from observability.broker import (  # noqa: E402
+    HardTimeLimitExceeded,
+    WorkerRuntime,
+    envelope_from_message,
+    register_run_task,
+)
+from observability.logs import configure_logging, get_logger  # noqa: E402
+from observability.metrics import TaskMetrics  # noqa: E402
+from observability.runner import TaskFunction, TaskRunner  # noqa: E402
+from observability.tracing import create_tracer_provider, shutdown_tracer_provider  # noqa: E402
+from service.celery_app import create_celery_app  # noqa: E402
+from service.notifications import NotificationService  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 
 class Worker:
-    """A worker process's runtime: settings, metrics server, tracer, runner, task table."""
+    """A worker's runtime. The main process starts the metrics server (``start``); whichever
+    process runs tasks (a prefork child, or the main process with threads) builds its tracer
+    and runner on first use (``runtime``)."""
 
     def __init__(self) -> None:
         self.settings = Settings()
+        self.metrics: TaskMetrics | None = None
+        self.celery_time_limits = False
+        self._killed: set[str] = set()
         self._runtime: WorkerRuntime | None = None
+        self._provider: TracerProvider | None = None
+
+    def start(self, concurrency: int, pool: str) -> None:
+        """In the main process, before the pool starts: a clean metrics directory, the series of
+        known tasks at zero, the capacity and the ``/metrics`` server. Runs are bounded by
+        Celery's time limits under prefork, by the runner otherwise (threads ignore them)."""
+        settings = self.settings
+        self.celery_time_limits = "prefork" in pool or pool == "processes"
+        configure_logging(settings.log_format, settings.log_level)
+        if not multiprocess.enabled():
+            raise RuntimeError(
+                "prometheus_client was imported before service.worker set "
+                f"{metrics_dir.ENV}: worker metrics would not add up across processes"
+            )
+        metrics_dir.reset(METRICS_DIR)
+        metrics = self.task_metrics()
+        metrics.declare(self._service().tasks(), "celery", (*names.OUTCOMES, names.OUTCOME_RETRY))
+        for task in self._service().tasks():
+            metrics.redelivered.labels(task, "celery")
+        metrics.capacity.labels("celery").set(concurrency)
+        if settings.worker_metrics_port:
+            start_http_server(
+                settings.worker_metrics_port,
+                registry=multiprocess.exposition_registry(METRICS_DIR),
+            )
+        get_logger("service.worker").info(
+            "worker.started",
+            metrics_port=settings.worker_metrics_port,
+            concurrency=concurrency,
+            pool=pool,
+        )
+
+    def task_metrics(self) -> TaskMetrics:
+        """The worker's metrics, created once (values go to the multiprocess files)."""
+        if self.metrics is None:
+            self.metrics = TaskMetrics(CollectorRegistry())
+        return self.metrics
+
+    def _service(self) -> NotificationService:
+        return NotificationService(self.settings.data_dir)
 
     def runtime(self) -> WorkerRuntime:
         if self._runtime is None:
@@ -66,39 +93,58 @@ class Worker:
     def _build(self) -> WorkerRuntime:
         settings = self.settings
         configure_logging(settings.log_format, settings.log_level)
-        self.provider = create_tracer_provider("notification-worker")
-        metrics = TaskMetrics(registry := new_registry())
-        service = NotificationService(settings.data_dir)
+        self._provider = create_tracer_provider("notification-worker")
+        service = self._service()
         service.ensure_data_dir()
         runner = TaskRunner(
             backend="celery",
-            metrics=metrics,
-            tracer_provider=self.provider,
+            metrics=self.task_metrics(),
+            tracer_provider=self._provider,
             timeout=settings.task_timeout_seconds,
             failure_sink=service.report_failure,
             span_kind=SpanKind.CONSUMER,
+            link_parent=settings.celery_trace_mode == "link",
         )
         tasks = service.tasks()
-        metrics.declare(tasks, "celery", (*names.OUTCOMES, names.OUTCOME_RETRY))
-        metrics.capacity.labels("celery").set(settings.task_concurrency)
-        if settings.worker_metrics_port:
-            start_http_server(settings.worker_metrics_port, registry=registry)
-        get_logger("service.worker").info(
-            "worker.started",
-            metrics_port=settings.worker_metrics_port,
-            concurrency=settings.task_concurrency,
-        )
 
         def resolve(name: str) -> TaskFunction:
             if name not in tasks:
                 raise LookupError(f"unknown task {name!r}")
             return tasks[name]
 
-        return WorkerRuntime(runner, resolve)
+        return WorkerRuntime(runner, resolve, celery_time_limits=self.celery_time_limits)
+
+    def killed_at_hard_limit(self, payload: dict[str, Any], error: TimeLimitExceeded) -> None:
+        """Report a run Celery killed at its hard time limit as ``timeout``."""
+        envelope = envelope_from_message(payload)
+        if envelope.id in self._killed:  # Celery signals the failure twice
+            return
+        if len(self._killed) > 1000:
+            self._killed.clear()
+        self._killed.add(envelope.id)
+        limit = float(error.args[0]) if error.args else self.settings.task_timeout_seconds
+        killed = HardTimeLimitExceeded(f"task killed at its {limit:g}s hard time limit")
+        self.runtime().runner.report_killed(envelope, limit, killed)
+
+    def child_started(self) -> None:
+        """In a new prefork child: build a runtime of its own (the parent's, if the parent made
+        one to report a hard time limit, has a tracer whose export thread stayed behind)."""
+        self._runtime, self._provider = None, None
+
+    def child_stopping(self) -> None:
+        """A prefork child exits: flush its spans, its live gauges stop counting."""
+        self._stop_tracing()
+        multiprocess.process_exited(METRICS_DIR)
 
     def shutdown(self) -> None:
-        if self._runtime is not None:
-            shutdown_tracer_provider(self.provider)
+        """The main process exits."""
+        self._stop_tracing()
+        metrics_dir.remove(METRICS_DIR)
+
+    def _stop_tracing(self) -> None:
+        if self._provider is not None:
+            shutdown_tracer_provider(self._provider)
+            self._provider = None
 
 
 worker = Worker()
@@ -115,8 +161,27 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(worker.settings.log_format, worker.settings.log_level)
 
 
-def _worker_init(**_: Any) -> None:
-    worker.runtime()
+def _worker_init(sender: Any = None, **_: Any) -> None:
+    """``sender``: Celery's WorkController, with the pool and concurrency the command line chose."""
+    concurrency = getattr(sender, "concurrency", None)
+    if not isinstance(concurrency, int) or concurrency < 1:
+        concurrency = worker.settings.task_concurrency
+    pool = getattr(sender, "pool_cls", None) or worker.settings.worker_pool
+    worker.start(concurrency, pool if isinstance(pool, str) else pool.__module__)
+
+
+def _process_shutdown(**_: Any) -> None:
+    worker.child_stopping()
+
+
+def _process_init(**_: Any) -> None:
+    worker.child_started()
+
+
+def _task_failure(exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
+    """In the main process, a run killed at Celery's hard time limit (its child is gone)."""
+    if isinstance(exception, TimeLimitExceeded) and args:
+        worker.killed_at_hard_limit(args[0], exception)
 
 
 def _worker_shutdown(**_: Any) -> None:
@@ -125,4 +190,7 @@ def _worker_shutdown(**_: Any) -> None:
 
 signals.setup_logging.connect(_setup_logging, weak=False)
 signals.worker_init.connect(_worker_init, weak=False)
+signals.worker_process_init.connect(_process_init, weak=False)
+signals.worker_process_shutdown.connect(_process_shutdown, weak=False)
 signals.worker_shutdown.connect(_worker_shutdown, weak=False)
+signals.task_failure.connect(_task_failure, weak=False)

@@ -89,12 +89,12 @@ class ChildProcess:
 class ServiceProcess(ChildProcess):
     """``uvicorn --factory service.main:create_app`` on a free port."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str], options: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = Path(env.get("NOTIFY_DATA_DIR", tmp_path / "data"))
         super().__init__(
-            api_command(self.port),
+            api_command(self.port, *options),
             tmp_path / f"service-{self.port}.log",
             {"NOTIFY_DATA_DIR": str(self.data_dir)} | env,
         )
@@ -147,6 +147,22 @@ class WorkerProcess(ChildProcess):
                 self.process.wait(20)
         super().close()
         self.client.close()
+
+
+class FifoReader:
+    """The reading end of a FIFO sink: opening it lets a writer blocked on the FIFO go on."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.data = b""
+
+    def read(self) -> bytes:
+        with contextlib.suppress(BlockingIOError):  # a writer, no data yet
+            self.data += os.read(self.fd, 65536)
+        return self.data
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _starter(kind: type[ChildProcess], tmp_path: Path) -> Iterator[Any]:

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 import redis
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import (
+    FifoReader,
     OtlpReceiver,
     ServiceProcess,
     WorkerProcess,
@@ -42,6 +44,7 @@ def stack(
         "NOTIFY_DATA_DIR": str(tmp_path / "data"),
         "NOTIFY_BROKER_URL": broker_url,
         "NOTIFY_TASK_TIMEOUT_SECONDS": "1",
+        "NOTIFY_TASK_CONCURRENCY": "2",
     }
     worker = start_worker(**env, **otlp_env(otlp_receiver))
     api = start_service(NOTIFY_TASK_BACKEND="celery", **env, **otlp_env(otlp_receiver))
@@ -79,19 +82,62 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     assert (api.data_dir / "log.txt").read_text() == "message to a@example.com\n"
     assert (api.data_dir / "sms_log.txt").read_text() == "+8613812345678:hi\n"
     assert api.value("background_task_enqueued_total", task="write_log", backend="celery") == 1
-    assert worker.value("background_task_capacity", backend="celery") == 8
+    assert worker.value("background_task_capacity", backend="celery") == 2
     task_span = wait_until(lambda: otlp_receiver.named("background_task write_log"))[0]
     server = wait_until(lambda: otlp_receiver.named("POST /send-notification"))[0]
-    assert task_span.trace_id == server.trace_id
-    assert task_span.parent_span_id == server.span_id
+    publish = published_span(otlp_receiver, task_id)
+    assert task_span.trace_id == publish.trace_id == server.trace_id
+    assert task_span.parent_span_id == publish.span_id  # request -> publish -> run
+    assert publish.parent_span_id == server.span_id
+    assert publish.kind == Span.SpanKind.SPAN_KIND_PRODUCER
+    assert task_span.kind == Span.SpanKind.SPAN_KIND_CONSUMER
     attributes = span_attributes(task_span)
     assert attributes["background_task.backend"] == "celery"
     assert attributes["background_task.id"] == task_id
     started = [e for e in worker.logs() if e.get("event") == "task.started"]
+    started = [e for e in started if e["task"] == "write_log"]  # children run concurrently
     assert started[0]["trace_id"] == task_span.trace_id.hex()
     record = wait_until(lambda: record_in(api, task_id, "succeeded"))
     assert record["name"] == "write_log" and record["backend"] == "celery"
     assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]
+
+
+def published_span(receiver: OtlpReceiver, task_id: str) -> Span:
+    """The API's PRODUCER span that published ``task_id``."""
+    return wait_until(
+        lambda: [
+            span
+            for span in receiver.named("publish celery")
+            if span_attributes(span)["background_task.id"] == task_id
+        ]
+    )[0]
+
+
+def test_link_mode_roots_the_run_in_a_trace_linked_to_the_request(
+    start_service: Any,
+    start_worker: Any,
+    broker_url: str,
+    tmp_path: Path,
+    otlp_receiver: OtlpReceiver,
+) -> None:
+    """NOTIFY_CELERY_TRACE_MODE=link: the run's span starts a trace of its own, linked."""
+    env = {"NOTIFY_DATA_DIR": str(tmp_path / "data"), "NOTIFY_BROKER_URL": broker_url}
+    worker = start_worker(
+        **env,
+        NOTIFY_CELERY_TRACE_MODE="link",
+        NOTIFY_TASK_CONCURRENCY="1",
+        **otlp_env(otlp_receiver),
+    )
+    api = start_service(NOTIFY_TASK_BACKEND="celery", **env, **otlp_env(otlp_receiver))
+    task_id = api.client.post("/send-notification/a@example.com").json()["task_ids"][0]
+    wait_until(lambda: finished(worker, "write_log", "success") == 1)
+    run = wait_until(lambda: otlp_receiver.named("background_task write_log"))
+    publish = published_span(otlp_receiver, task_id)
+    assert len(run) == 1
+    assert run[0].trace_id != publish.trace_id and not run[0].parent_span_id
+    assert [(link.trace_id, link.span_id) for link in run[0].links] == [
+        (publish.trace_id, publish.span_id)
+    ]
 
 
 def test_worker_failure_and_timeout_are_reported(
@@ -113,6 +159,10 @@ def test_worker_failure_and_timeout_are_reported(
     wait_until(lambda: record_in(api, slow_id, "timed_out"))
     timed_out = [e for e in worker.logs() if e.get("event") == "task.timed_out"]
     assert timed_out[0]["error_type"] == "TaskTimeout"
+    # prefork: Celery's soft time limit interrupted the body, nothing overran
+    assert not [e for e in worker.logs() if e.get("event") == "task.overran"]
+    assert f"id={slow_id} outcome=timeout" in (api.data_dir / "error.log").read_text()
+    assert worker.value("background_task_in_progress", task="safe_write_log", backend="celery") == 0
 
 
 def test_queue_depth_and_oldest_pending_come_from_the_broker(
@@ -173,3 +223,28 @@ def test_failed_runs_are_retried_then_fail(
     assert [line.rsplit("outcome=", 1)[1] for line in errors] == ["retry)", "retry)", "failure)"]
     assert all(task_id in line for line in errors)
     wait_until(lambda: record_in(api, task_id, "failed"))
+
+
+def test_threads_pool_reports_a_timeout_at_the_deadline(
+    start_service: Any, start_worker: Any, broker_url: str, tmp_path: Path
+) -> None:
+    """NOTIFY_WORKER_POOL=threads: a stuck run is reported timeout, its body finishes later."""
+    env = {
+        "NOTIFY_DATA_DIR": str(tmp_path / "data"),
+        "NOTIFY_BROKER_URL": broker_url,
+        "NOTIFY_TASK_TIMEOUT_SECONDS": "1",
+        "NOTIFY_WORKER_POOL": "threads",
+    }
+    worker = start_worker(**env)
+    api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
+    os.mkfifo(api.data_dir / "log.txt")
+    slow_id = api.client.post("/safe-notify").json()["task_ids"][0]
+    wait_until(lambda: finished(worker, "safe_write_log", "timeout") == 1)
+    wait_until(lambda: record_in(api, slow_id, "timed_out"))
+    reader = FifoReader(api.data_dir / "log.txt")  # lets the body finish
+    try:
+        wait_until(lambda: reader.read())
+    finally:
+        reader.close()
+    wait_until(lambda: [e for e in worker.logs() if e.get("event") == "task.overran"])
+    assert finished(worker, "safe_write_log", "success") == 0

@@ -302,12 +302,12 @@ def full_topology(broker_url: str) -> tuple[tuple[Member, ...], dict[str, Callab
 
 
 @contextlib.contextmanager
-def ephemeral_redis(workdir: Path) -> Iterator[str]:
-    """A redis-server of its own on a free port (nothing kept on disk); yields its URL. Tests
-    never touch a Redis someone else uses."""
+def ephemeral_redis(workdir: Path, port: int | None = None) -> Iterator[str]:
+    """A redis-server of its own on a free port, or on ``port`` (to restart one), with nothing
+    kept on disk; yields its URL. Tests never touch a Redis someone else uses."""
     import redis
 
-    port = free_port()
+    port = port or free_port()
     process = Process.start(
         "redis",
         [
@@ -343,8 +343,8 @@ def ephemeral_redis(workdir: Path) -> Iterator[str]:
         process.stop()
 
 
-def api_command(port: int) -> list[str]:
-    """The contract's API entry point on 127.0.0.1:``port``."""
+def api_command(port: int, *options: str) -> list[str]:
+    """The contract's API entry point on 127.0.0.1:``port``, plus uvicorn ``options``."""
     return [
         sys.executable,
         "-m",
@@ -355,6 +355,7 @@ def api_command(port: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        *options,
     ]
 
 

@@ -1,0 +1,74 @@
+"""Metrics of several processes served as one: prometheus-client's multiprocess mode.
+
+Each process writes its values to mmap files in ``PROMETHEUS_MULTIPROC_DIR`` (see
+``observability.metrics_dir``); whichever process serves ``/metrics`` merges the files of all.
+Counters and histograms of processes that have exited keep counting (totals never go back);
+``live*`` gauges of a dead process are dropped. Exemplars are not supported in this mode."""
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, values
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+
+def enabled() -> bool:
+    """Whether prometheus-client runs in multiprocess mode in this process (decided when it was
+    first imported, by ``PROMETHEUS_MULTIPROC_DIR``)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def reap_dead(path: Path) -> list[int]:
+    """Drop the live-gauge files of processes that are gone (a child killed by SIGKILL, or by
+    Celery's hard time limit, never cleans up after itself); returns their pids."""
+    dead = set()
+    for file in path.glob("gauge_live*_*.db"):
+        suffix = file.stem.rsplit("_", 1)[-1]
+        if suffix.isdigit() and not alive(int(suffix)):
+            dead.add(int(suffix))
+    for pid in dead:
+        mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+class MultiProcessMetrics(Collector):
+    """The merged metrics of every process writing to ``path``, dead processes reaped first."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._files = MultiProcessCollector(None, path=str(path))  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        reap_dead(self.path)
+        metrics: Iterable[Metric] = self._files.collect()  # type: ignore[no-untyped-call]
+        return metrics
+
+
+def exposition_registry(path: Path) -> CollectorRegistry:
+    """A registry serving the merged metrics of the processes writing to ``path``."""
+    registry = CollectorRegistry()
+    registry.register(MultiProcessMetrics(path))
+    return registry
+
+
+def process_exited(path: Path, pid: int | None = None) -> None:
+    """A process (this one by default) is exiting: its live gauges stop counting."""
+    mark_process_dead(os.getpid() if pid is None else pid, str(path))  # type: ignore[no-untyped-call]

@@ -1,0 +1,44 @@
+"""Multiprocess metric files: what is dropped when a process is gone, what a fresh start gets."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from observability import metrics_dir
+from observability.multiprocess import alive, reap_dead
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been waited for."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_reaping_drops_only_live_gauges_of_dead_processes(tmp_path: Path) -> None:
+    """A dead process's live gauges go; its counters and every file of a live process stay."""
+    gone, me = dead_pid(), os.getpid()
+    names = [
+        f"gauge_livesum_{gone}.db",
+        f"gauge_liveall_{gone}.db",
+        f"gauge_max_{gone}.db",
+        f"counter_{gone}.db",
+        f"histogram_{gone}.db",
+        f"gauge_livesum_{me}.db",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert not alive(gone) and alive(me)
+    assert reap_dead(tmp_path) == [gone]
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == sorted(set(names) - {f"gauge_livesum_{gone}.db", f"gauge_liveall_{gone}.db"})
+
+
+def test_reset_leaves_an_empty_directory(tmp_path: Path) -> None:
+    """Files of an earlier run never survive a reset (they would count in the totals)."""
+    path = tmp_path / "metrics"
+    path.mkdir()
+    (path / "counter_1.db").write_bytes(b"stale")
+    metrics_dir.reset(path)
+    assert path.is_dir() and not list(path.iterdir())
