@@ -11,7 +11,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from observability.redaction import mask_value
+from observability.redaction import redact_value
 
 LogFormat = Literal["json", "console"]
 _STDLIB_LOGGERS = (
@@ -34,8 +34,8 @@ def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
 
 
 def mask_personal_data(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Mask e-mail addresses and phone numbers in every value."""
-    return {key: mask_value(value) for key, value in event_dict.items()}
+    """Mask e-mail addresses and phone numbers, and redact URL query values, in every value."""
+    return {key: redact_value(value) for key, value in event_dict.items()}
 
 
 def drop_stdlib_extras(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -63,11 +63,16 @@ def _common() -> list[Processor]:
     ]
 
 
-def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
-    """One event per line on stdout, for structlog and stdlib loggers alike."""
+def configure_logging(
+    log_format: LogFormat = "json", level: str = "INFO", *, masking: bool = True
+) -> None:
+    """One event per line on stdout, for structlog and stdlib loggers alike; personal data
+    masked unless ``masking`` is off."""
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     stdout = sys.__stdout__ or sys.stdout  # the real stdout, even under Celery's redirection
-    last: list[Processor] = [structlog.processors.format_exc_info, mask_personal_data]
+    last: list[Processor] = [structlog.processors.format_exc_info]
+    if masking:
+        last.append(mask_personal_data)
     if log_format == "json":
         renderer: Processor = structlog.processors.JSONRenderer(serializer=_dumps)
         text_renderer: Processor = structlog.processors.JSONRenderer(serializer=_dumps_text)

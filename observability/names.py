@@ -18,6 +18,10 @@ TASK_OLDEST_PENDING: Final = "background_task_oldest_pending_timestamp_seconds"
 TASK_CAPACITY: Final = "background_task_capacity"
 TASK_LAST_STARTED: Final = "background_task_last_started_timestamp_seconds"
 TASK_LAST_FINISHED: Final = "background_task_last_finished_timestamp_seconds"
+EVENT_LOOP_LAG: Final = "event_loop_lag_seconds"
+SPANS_EXPORTED: Final = "tracing_spans_exported_total"
+SPANS_DROPPED: Final = "tracing_spans_dropped_total"
+SPANS_QUEUED: Final = "tracing_spans_queued"
 
 # Label values
 OUTCOME_SUCCESS: Final = "success"
@@ -29,6 +33,9 @@ REASON_BACKLOG_FULL: Final = "backlog_full"
 REASON_SHUTDOWN: Final = "shutdown"
 REASON_ENQUEUE_ERROR: Final = "enqueue_error"
 DROP_REASONS: Final = (REASON_BACKLOG_FULL, REASON_SHUTDOWN, REASON_ENQUEUE_ERROR)
+SPAN_DROP_QUEUE_FULL: Final = "queue_full"
+SPAN_DROP_SHUTDOWN: Final = "shutdown"
+SPAN_DROP_REASONS: Final = (SPAN_DROP_QUEUE_FULL, SPAN_DROP_SHUTDOWN)
 
 # Spans
 TASK_SPAN_PREFIX: Final = "background_task"
@@ -47,6 +54,8 @@ EVENT_TIMED_OUT: Final = "task.timed_out"
 EVENT_DROPPED: Final = "task.dropped"
 EVENT_OVERRAN: Final = "task.overran"
 EVENT_FAILURE_SINK_ERROR: Final = "task.failure_sink_error"
+EVENT_LOOP_STALLED: Final = "event_loop.stalled"
+EVENT_SPANS_DROPPED: Final = "tracing.spans_dropped"
 
 OUTCOME_EVENTS: Final = {
     OUTCOME_SUCCESS: EVENT_SUCCEEDED,

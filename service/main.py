@@ -11,13 +11,15 @@ from prometheus_client import CollectorRegistry
 
 from observability import names
 from observability.dispatch import Backend, TaskReleaseMiddleware
-from observability.exposition import metrics_response
+from observability.exposition import metrics_response, serve_metrics
 from observability.inprocess import InProcessBackend
 from observability.journal import TaskJournal
+from observability.limits import RequestLimits, RequestLimitsMiddleware
 from observability.logs import configure_logging, get_logger
+from observability.looplag import LoopLagMonitor
 from observability.metrics import HttpMetrics, TaskMetrics, new_registry
 from observability.middleware import HttpMetricsMiddleware
-from observability.redaction import mask
+from observability.redaction import redact, redact_query_string
 from observability.runner import TaskRunner
 from observability.tracing import create_tracer_provider, shutdown_tracer_provider
 from service.notifications import NotificationService
@@ -30,12 +32,14 @@ _MASKED_SPAN_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "
 
 
 def mask_server_span(span: Span, scope: dict[str, Any]) -> None:
-    """Server request hook: mask e-mail addresses and phone numbers in URL attributes."""
+    """Server request hook: mask e-mail addresses and phone numbers in URL attributes, and
+    redact query values (message text)."""
     attributes = getattr(span, "attributes", None) or {}
     for key in _MASKED_SPAN_ATTRIBUTES:
         value = attributes.get(key)
         if isinstance(value, str):
-            span.set_attribute(key, mask(value))
+            masked = redact(value)
+            span.set_attribute(key, redact_query_string(masked) if key == "url.query" else masked)
 
 
 def build_backend(settings: Settings, runner: TaskRunner) -> Backend:
@@ -57,10 +61,11 @@ def create_app(
 ) -> FastAPI:
     """Build the service: settings, logging, metrics, tracing, backend, routes."""
     settings = settings or Settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, masking=settings.log_masking)
     registry = registry if registry is not None else new_registry()
     owns_provider = tracer_provider is None
-    provider = tracer_provider or create_tracer_provider(settings.service_name)
+    provider = tracer_provider or create_tracer_provider(settings.service_name, registry)
+    loop_lag = LoopLagMonitor(registry)
 
     notifications = NotificationService(settings.data_dir)
     task_metrics = TaskMetrics(registry)
@@ -79,6 +84,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         notifications.ensure_data_dir()
+        metrics_server = (
+            serve_metrics(settings.metrics_port, registry) if settings.metrics_port else None
+        )
+        loop_lag.start()
         await backend.start()
         shutdown = GracefulShutdown(backend, settings.shutdown_grace_seconds)
         shutdown.install()
@@ -94,6 +103,10 @@ def create_app(
             shutdown.uninstall()
             await backend.drain(shutdown.remaining_grace())
             get_logger("service").info("service.stopped")
+            await loop_lag.stop()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             if owns_provider:
                 shutdown_tracer_provider(provider)
 
@@ -104,10 +117,18 @@ def create_app(
     app.state.task_journal = journal
     app.include_router(build_router(settings))
 
-    @app.get("/metrics", include_in_schema=False)
-    def metrics(request: Request) -> Response:
-        return metrics_response(request, registry)
+    if not settings.metrics_port:  # otherwise /metrics is served on its own port only
 
+        @app.get("/metrics", include_in_schema=False)
+        def metrics(request: Request) -> Response:
+            return metrics_response(request, registry, settings.metrics_token.get_secret_value())
+
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        limits=RequestLimits(
+            settings.max_url_bytes, settings.max_header_bytes, settings.max_body_bytes
+        ),
+    )
     app.add_middleware(TaskReleaseMiddleware)
     app.add_middleware(
         HttpMetricsMiddleware, metrics=HttpMetrics(registry), excluded_paths=PROBE_PATHS
@@ -117,6 +138,6 @@ def create_app(
         tracer_provider=provider,
         excluded_urls="/metrics,/healthz,/readyz",
         exclude_spans=["receive", "send"],
-        server_request_hook=mask_server_span,
+        server_request_hook=mask_server_span if settings.log_masking else None,
     )
     return app

@@ -9,9 +9,16 @@ from pydantic import AfterValidator, BeforeValidator, EmailStr
 
 from observability.dispatch import TaskRoute, Tasks
 from service.notifications import SAFE_ENTRY, NotificationService
+from service.responses import (
+    LIMIT_RESPONSES,
+    LOOKUP_RESPONSES,
+    NOT_READY_RESPONSES,
+    TASK_RESPONSES,
+)
 from service.settings import Settings
 
-E164 = re.compile(r"\+[1-9]\d{6,14}")
+E164_PATTERN = r"^\+[1-9]\d{6,14}$"
+E164 = re.compile(E164_PATTERN)
 
 
 def _plus_decoded_as_space(value: Any) -> Any:
@@ -43,12 +50,12 @@ Notifications = Annotated[NotificationService, Depends(get_notifications)]
 
 def build_router(settings: Settings) -> APIRouter:
     """The notification endpoints; text limits come from ``settings``."""
-    router = APIRouter(route_class=TaskRoute)
+    router = APIRouter(route_class=TaskRoute, responses=LIMIT_RESPONSES)
     Text = Annotated[str, Query(min_length=1, max_length=settings.max_text_length)]
     OptionalText = Annotated[str | None, Query(min_length=1, max_length=settings.max_text_length)]
     Email = Annotated[EmailStr, Path(description="recipient e-mail address")]
 
-    @router.post("/send-notification/{email}")
+    @router.post("/send-notification/{email}", responses=TASK_RESPONSES)
     async def send_notification(
         email: Email, tasks: Tasks, notifications: Notifications
     ) -> dict[str, Any]:
@@ -60,7 +67,7 @@ def build_router(settings: Settings) -> APIRouter:
             tasks.add_task(notifications.write_log, f"Query: {q}\n")
         return q
 
-    @router.post("/advanced-notification/{email}")
+    @router.post("/advanced-notification/{email}", responses=TASK_RESPONSES)
     async def advanced_notification(
         email: Email,
         tasks: Tasks,
@@ -70,21 +77,24 @@ def build_router(settings: Settings) -> APIRouter:
         tasks.add_task(notifications.write_log, f"Email: {email}\n")
         return {"status": "multi-task executed", "task_ids": tasks.task_ids}
 
-    @router.post("/send-sms")
+    @router.post("/send-sms", responses=TASK_RESPONSES)
     async def send_sms(
-        phone: Annotated[Phone, Query()], msg: Text, tasks: Tasks, notifications: Notifications
+        phone: Annotated[Phone, Query(json_schema_extra={"pattern": E164_PATTERN})],
+        msg: Text,
+        tasks: Tasks,
+        notifications: Notifications,
     ) -> dict[str, Any]:
         task_id = tasks.add_task(
             NotificationService.sms_task, phone, msg, data_dir=str(notifications.data_dir)
         )
         return {"result": "短信任务已排队", "task_ids": [task_id]}
 
-    @router.post("/safe-notify")
+    @router.post("/safe-notify", responses=TASK_RESPONSES)
     async def safe_notify(tasks: Tasks, notifications: Notifications) -> dict[str, Any]:
         task_id = tasks.add_task(notifications.safe_write_log, SAFE_ENTRY)
         return {"status": "error-handled", "task_ids": [task_id]}
 
-    @router.get("/tasks/{task_id}")
+    @router.get("/tasks/{task_id}", responses=LOOKUP_RESPONSES)
     async def get_task(task_id: Annotated[str, Path(max_length=64)], request: Request) -> Any:
         journal = request.app.state.task_journal
         record = journal.get(task_id)
@@ -105,7 +115,7 @@ def build_router(settings: Settings) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get("/readyz", responses=NOT_READY_RESPONSES)
     async def readyz(request: Request) -> JSONResponse:
         if request.app.state.task_backend.ready():
             return JSONResponse({"status": "ready"})
