@@ -16,6 +16,7 @@ from observability import names
 from observability.logs import get_logger
 
 DEFAULT_MAX_QUEUE_SIZE = 2048  # the OTEL_BSP_MAX_QUEUE_SIZE default of the specification
+DEFAULT_BATCH_SIZE = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE's
 DEFAULT_SHUTDOWN_SECONDS = 5.0
 DROP_LOG_INTERVAL_SECONDS = 10.0
 
@@ -132,7 +133,10 @@ class AccountedSpanProcessor(SpanProcessor):
         size = max_queue_size or _env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
         self.accounting = _Accounting(metrics, size)
         self.exporter = CountingSpanExporter(exporter, self.accounting)
-        self.batch = BatchSpanProcessor(self.exporter, max_queue_size=size)
+        batch_size = min(size, _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_BATCH_SIZE))
+        self.batch = BatchSpanProcessor(
+            self.exporter, max_queue_size=size, max_export_batch_size=batch_size
+        )
         self.shutdown_seconds = shutdown_seconds
         self._shutdown = False
 

@@ -308,7 +308,11 @@ class TaskRunner:
                 if deadline.expired():
                     run.finish(names.OUTCOME_TIMEOUT)
                 raise
-        # asyncio.timeout turns the cancellation into TimeoutError after the block
+        # asyncio.timeout turns the cancellation into TimeoutError after the block. A coroutine
+        # that blocked the loop past its deadline returns before it can be cancelled: still a
+        # timeout.
+        if time.perf_counter() - run.started_perf > self.timeout:
+            run.finish(names.OUTCOME_TIMEOUT)
 
     async def _await_thread(self, run: Run, func: TaskFunction, executor: Executor) -> None:
         envelope = run.envelope

@@ -343,14 +343,14 @@ def ephemeral_redis(workdir: Path) -> Iterator[str]:
         process.stop()
 
 
-def api_command(port: int) -> list[str]:
-    """The contract's API entry point on 127.0.0.1:``port``."""
+def api_command(port: int, factory: str = "service.main:create_app") -> list[str]:
+    """The contract's API entry point on 127.0.0.1:``port`` (tests may name another factory)."""
     return [
         sys.executable,
         "-m",
         "uvicorn",
         "--factory",
-        "service.main:create_app",
+        factory,
         "--host",
         "127.0.0.1",
         "--port",
