@@ -34,9 +34,40 @@ def _error(status: int, detail: str, limit: int) -> tuple[Message, Message]:
     return start, {"type": "http.response.body", "body": body}
 
 
+def _streams_body(scope: Scope) -> bool:
+    names = {name for name, _ in scope.get("headers", [])}
+    return b"transfer-encoding" in names and b"content-length" not in names
+
+
+async def _read_body(receive: Receive, limit: int) -> list[Message] | None:
+    """The request's body messages, or None once they pass ``limit`` bytes."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replaying_receive() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replaying_receive
+
+
 class RequestLimitsMiddleware:
-    """Refuses requests beyond ``limits`` before the app sees them; a body without a (truthful)
-    ``Content-Length`` is counted as it streams in."""
+    """Refuses requests beyond ``limits`` before the app sees them. A chunked body (no
+    ``Content-Length``) is read here up to the limit first; any body is also counted as the app
+    reads it."""
 
     def __init__(self, app: ASGIApp, limits: RequestLimits) -> None:
         self.app = app
@@ -52,6 +83,13 @@ class RequestLimitsMiddleware:
                 await send(message)
             return
         limit = self.limits.max_body_bytes
+        if _streams_body(scope):  # no length given: read it here, up to the limit
+            buffered = await _read_body(receive, limit)
+            if buffered is None:
+                for message in _error(413, "request body too large", limit):
+                    await send(message)
+                return
+            receive = _replay(buffered, receive)
         received = 0
         started = False
 
