@@ -74,7 +74,7 @@ class InProcessBackend:
         await asyncio.gather(*self._workers, return_exceptions=True)
         for call in list(self._pending.values()):
             self._forget(call.envelope.id)
-            self.runner.dropped(call.envelope, names.REASON_SHUTDOWN)
+            self.runner.dropped(call.envelope, names.REASON_SHUTDOWN, accepted=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -116,9 +116,16 @@ class TaskRunner:
         )
 
     def dropped(
-        self, envelope: TaskEnvelope, reason: str, error: BaseException | None = None
+        self,
+        envelope: TaskEnvelope,
+        reason: str,
+        error: BaseException | None = None,
+        *,
+        accepted: bool = False,
     ) -> None:
-        """A task will never run (count, journal, ``task.dropped``)."""
+        """A task will never run (count, journal, ``task.dropped``). ``accepted``: it had been
+        accepted (enqueued) before, rather than refused at once; the log line says which, so
+        every enqueued task can be matched with its end."""
         self.metrics.dropped.labels(envelope.name, self.backend, reason).inc()
         if self.journal is not None:
             if self.journal.get(envelope.id) is None:
@@ -137,6 +144,7 @@ class TaskRunner:
             "task": envelope.name,
             "task_id": envelope.id,
             "reason": reason,
+            "accepted": accepted,
             "enqueued_at": iso(envelope.enqueued_at),
         }
         if error is not None:

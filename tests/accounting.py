@@ -1,7 +1,8 @@
 """The accounting invariant: for each task, ``enqueued == succeeded + failed + timed_out +
 dropped + pending``, read from ``/metrics`` and from the JSON logs. ``dropped`` here is what was
-accepted and then dropped (shutdown); tasks refused at the door (``backlog_full``) were never
-enqueued, and are checked against the 503 answers instead."""
+accepted and then dropped (the drain's end); tasks refused at the door (503: ``backlog_full``,
+or ``shutdown`` while draining) were never enqueued, and are checked against the 503 answers
+instead. ``task.dropped`` log lines say which (``accepted``)."""
 
 import time
 from collections import Counter
@@ -27,12 +28,18 @@ class Ledger:
     succeeded: int = 0
     failed: int = 0
     timed_out: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)  # by reason
+    dropped: Counter[str] = field(default_factory=Counter)  # by reason, refused or not
     in_progress: int = 0
+    lost: int | None = None  # accepted, then dropped (known from the logs)
 
     @property
     def accepted_then_dropped(self) -> int:
-        return sum(n for reason, n in self.dropped.items() if reason != "backlog_full")
+        """From the logs, exact; from metrics, the ``shutdown`` drops (in-process, accepted
+        tasks are dropped only when the drain ends, but ``shutdown`` also counts those refused
+        while draining, so metrics balance exactly only outside a shutdown)."""
+        if self.lost is not None:
+            return self.lost
+        return sum(n for reason, n in self.dropped.items() if reason == "shutdown")
 
     @property
     def ended(self) -> int:
@@ -102,9 +109,11 @@ def books_from_logs(logs: list[dict[str, Any]]) -> Books:
     for line in logs:
         event = line.get("event")
         if event == "task.dropped":
-            ledgers.setdefault(line["task"], Ledger()).dropped[line["reason"]] += 1
-        elif event in EVENT_FIELDS:
             ledger = ledgers.setdefault(line["task"], Ledger())
+            ledger.dropped[line["reason"]] += 1
+            ledger.lost = (ledger.lost or 0) + bool(line.get("accepted"))
+        elif event in EVENT_FIELDS:
+            ledger = ledgers.setdefault(line["task"], Ledger(lost=0))
             name = EVENT_FIELDS[event]
             setattr(ledger, name, getattr(ledger, name) + 1)
     return Books(ledgers)
