@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run worker test lint format dashboards bench clean
+.PHONY: run worker test lint audit format dashboards bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Known vulnerabilities in the installed dependencies (pip-audit). Fails when any dependency
+# could not be audited, too (exit 3): see tools/audit.py.
+audit: $(BIN)/.installed
+	$(BIN)/python tools/audit.py
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
