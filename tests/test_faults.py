@@ -190,8 +190,10 @@ def test_collector_faults_never_slow_or_break_the_service(start_service: Any, mo
         assert any(line.get("event") == "tracing.spans_dropped" for line in service.logs())
         started = time.monotonic()
         service.process.send_signal(signal.SIGTERM)
-        assert service.process.wait(40) in (0, -signal.SIGTERM)
-        assert time.monotonic() - started < 30
+        assert service.process.wait(60) in (0, -signal.SIGTERM)
+        # the drain is instant here; the export gets 5 s, then retries stop (unbounded, the
+        # exporter's 10 s timeout and backoff held the exit up for about 19 s)
+        assert time.monotonic() - started < 15
     finally:
         collector.close()
 
