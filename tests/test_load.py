@@ -105,6 +105,13 @@ def test_burst_beyond_capacity_is_bounded_and_accounted(start_service: Any, tmp_
     reader[0].join(5)
     assert len(reader[0].lines()) == len(accepted)
     peak_growth_mb = (proc_status(pid, "VmHWM") - rss_before_kb) / 1024
+    for name, value in (
+        ("statuses", dict(statuses)),
+        ("max_queue_depth", max(depths)),
+        ("rss_before_mb", rss_before_kb / 1024),
+        ("peak_rss_growth_mb", peak_growth_mb),
+    ):
+        print(f"burst {name}: {value}")  # figures (pytest -s)
     assert peak_growth_mb < 80, peak_growth_mb
 
 
@@ -156,6 +163,7 @@ def test_soak_grows_no_memory_files_threads_or_series(start_service: Any) -> Non
         statuses += run(SOAK_SECONDS / rounds)
         wait_balanced(service)
         samples.append(snapshot())
+    print(f"soak statuses: {dict(statuses)}; snapshots: {[start, *samples]}")  # pytest -s
     assert set(statuses) == {"200", "404", "422"}, statuses
     end = samples[-1]
     assert end["series"] == start["series"], (start, samples)
