@@ -80,7 +80,7 @@ def test_loop_blocking_task_shows_as_lag_and_timeout(start_faulty_service: Any) 
         text, lag_over_1s, le="1.0"
     )
     assert stalls >= 1
-    assert events(service, "event_loop.stalled")[0]["lag_seconds"] >= 1.0
+    assert max(e["lag_seconds"] for e in events(service, "event_loop.stalled")) >= 1.0
     record = wait_until(
         lambda: (r := service.client.get(f"/tasks/{task_id}").json())["state"] != "running" and r
     )
