@@ -124,9 +124,12 @@ class TaskRunner:
         accepted: bool = False,
     ) -> None:
         """A task will never run (count, journal, ``task.dropped``). ``accepted``: it had been
-        accepted (enqueued) before, rather than refused at once; the log line says which, so
-        every enqueued task can be matched with its end."""
+        accepted (enqueued) before, rather than refused at once (then also counted in
+        ``background_task_refused_total``); the log line says which, so every enqueued task
+        can be matched with its end."""
         self.metrics.dropped.labels(envelope.name, self.backend, reason).inc()
+        if not accepted:
+            self.metrics.refused.labels(envelope.name, self.backend, reason).inc()
         if self.journal is not None:
             if self.journal.get(envelope.id) is None:
                 self.journal.add(

@@ -1,8 +1,8 @@
 """The accounting invariant: for each task, ``enqueued == succeeded + failed + timed_out +
 dropped + pending``, read from ``/metrics`` and from the JSON logs. ``dropped`` here is what was
-accepted and then dropped (the drain's end); tasks refused at the door (503: ``backlog_full``,
-or ``shutdown`` while draining) were never enqueued, and are checked against the 503 answers
-instead. ``task.dropped`` log lines say which (``accepted``)."""
+accepted and then dropped (the drain's end): ``dropped_total - refused_total``; tasks refused
+at the door (503: ``backlog_full``, or ``shutdown`` while draining) were never enqueued, and are
+checked against the 503 answers instead. ``task.dropped`` log lines say which (``accepted``)."""
 
 import time
 from collections import Counter
@@ -29,17 +29,12 @@ class Ledger:
     failed: int = 0
     timed_out: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # by reason, refused or not
+    refused: Counter[str] = field(default_factory=Counter)  # by reason: 503, never enqueued
     in_progress: int = 0
-    lost: int | None = None  # accepted, then dropped (known from the logs)
 
     @property
     def accepted_then_dropped(self) -> int:
-        """From the logs, exact; from metrics, the ``shutdown`` drops (in-process, accepted
-        tasks are dropped only when the drain ends, but ``shutdown`` also counts those refused
-        while draining, so metrics balance exactly only outside a shutdown)."""
-        if self.lost is not None:
-            return self.lost
-        return sum(n for reason, n in self.dropped.items() if reason == "shutdown")
+        return self.dropped.total() - self.refused.total()
 
     @property
     def ended(self) -> int:
@@ -98,6 +93,8 @@ def books_from_metrics(text: str, backend: str = "inprocess") -> Books:
                     setattr(ledger, name, value)
             elif sample.name == "background_task_dropped_total":
                 ledger.dropped[labels["reason"]] = value
+            elif sample.name == "background_task_refused_total":
+                ledger.refused[labels["reason"]] = value
             elif sample.name == "background_task_in_progress":
                 ledger.in_progress = value
     return Books(ledgers, int(depth))
@@ -111,9 +108,10 @@ def books_from_logs(logs: list[dict[str, Any]]) -> Books:
         if event == "task.dropped":
             ledger = ledgers.setdefault(line["task"], Ledger())
             ledger.dropped[line["reason"]] += 1
-            ledger.lost = (ledger.lost or 0) + bool(line.get("accepted"))
+            if not line["accepted"]:
+                ledger.refused[line["reason"]] += 1
         elif event in EVENT_FIELDS:
-            ledger = ledgers.setdefault(line["task"], Ledger(lost=0))
+            ledger = ledgers.setdefault(line["task"], Ledger())
             name = EVENT_FIELDS[event]
             setattr(ledger, name, getattr(ledger, name) + 1)
     return Books(ledgers)
@@ -132,7 +130,7 @@ def same_counts(a: Books, b: Books) -> bool:
             y.timed_out,
         ):
             return False
-        if +x.dropped != +y.dropped:
+        if +x.dropped != +y.dropped or +x.refused != +y.refused:
             return False
     return True
 

@@ -99,7 +99,7 @@ def test_burst_beyond_capacity_is_bounded_and_accounted(start_service: Any, tmp_
     books = wait_balanced(service, timeout=60)
     ledger = books.ledgers["write_log"]
     assert ledger.enqueued == len(accepted) == ledger.succeeded
-    assert ledger.dropped["backlog_full"] == len(refused)
+    assert ledger.dropped["backlog_full"] == ledger.refused["backlog_full"] == len(refused)
     assert len(accepted) + len(refused) == 3000 // 16 * 16
     reader[0].deadline = 0
     reader[0].join(5)
