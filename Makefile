@@ -8,7 +8,7 @@ PORT ?= 8000
 WORKERS ?= 2
 API_METRICS_DIR ?= /tmp/notify-api-metrics
 
-.PHONY: run run-workers worker test lint format dashboards bench clean
+.PHONY: run run-workers worker test lint audit format dashboards bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Known vulnerabilities in the installed dependencies (pip-audit). Fails when any dependency
+# could not be audited, too (exit 3): see tools/audit.py.
+audit: $(BIN)/.installed
+	$(BIN)/python tools/audit.py
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .

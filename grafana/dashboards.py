@@ -582,6 +582,40 @@ def http_service() -> dash.Dashboard:
             limit=0.01,
         )
     )
+    lag = 'rate(event_loop_lag_seconds_bucket{instance=~"$instance"}[$__rate_interval])'
+    d = d.with_panel(
+        _series(
+            "Event-loop lag",
+            "How late the API's event loop wakes up (p99 and max bucket): a task that blocks the "
+            "loop shows here (alert EventLoopStalled).",
+            "s",
+            [
+                (f"histogram_quantile(0.99, sum by (le, instance) ({lag}))", "p99 {{instance}}"),
+                (f"histogram_quantile(1, sum by (le, instance) ({lag}))", "max {{instance}}"),
+            ],
+            limit=0.5,
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Spans exported and lost",
+            "Spans sent to the OTLP collector per second, and those lost: dropped (export queue "
+            "full, shutdown) or refused by the collector (alert TracingSpansLost).",
+            "short",
+            [
+                (
+                    "sum by (outcome) (rate(tracing_spans_exported_total"
+                    '{instance=~"$instance"}[$__rate_interval]))',
+                    "exported {{outcome}}",
+                ),
+                (
+                    "sum by (reason) (rate(tracing_spans_dropped_total"
+                    '{instance=~"$instance"}[$__rate_interval]))',
+                    "dropped {{reason}}",
+                ),
+            ],
+        )
+    )
     d = d.with_panel(
         _logs(
             "API logs",

@@ -93,7 +93,7 @@ class InProcessBackend:
             under_way = list(self._running.values())
             self._update_queue_gauges()
         for call in never_ran:
-            self.runner.dropped(call.envelope, names.REASON_SHUTDOWN)
+            self.runner.dropped(call.envelope, names.REASON_SHUTDOWN, accepted=True)
         for run, future in under_way:
             if future is not None:
                 future.cancel()  # a coroutine: cancelled, reported by the runner

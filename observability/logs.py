@@ -12,7 +12,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from observability.redaction import mask_value
+from observability.redaction import redact_value
 from observability.timestamps import iso
 
 LogFormat = Literal["json", "console"]
@@ -53,10 +53,11 @@ def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
 
 
 def mask_personal_data(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Mask e-mail addresses and phone numbers in every value but our own fields'."""
+    """Mask e-mail addresses and phone numbers, and redact URL query values, in every value
+    but our own fields'."""
     for key, value in event_dict.items():
         if key not in _OWN_FIELDS and not isinstance(value, int | float):
-            event_dict[key] = mask_value(value)
+            event_dict[key] = redact_value(value)
     return event_dict
 
 
@@ -86,13 +87,20 @@ def _common() -> list[Processor]:
 
 
 def configure_logging(
-    log_format: LogFormat = "json", level: str = "INFO", *, access_log: bool = False
+    log_format: LogFormat = "json",
+    level: str = "INFO",
+    *,
+    masking: bool = True,
+    access_log: bool = False,
 ) -> None:
-    """One event per line on stdout, for structlog and stdlib loggers alike; uvicorn's access
-    log only with ``access_log`` (it repeats what the request metric and span record)."""
+    """One event per line on stdout, for structlog and stdlib loggers alike; personal data
+    masked unless ``masking`` is off; uvicorn's access log only with ``access_log`` (it repeats
+    what the request metric and span record)."""
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     stdout = sys.__stdout__ or sys.stdout  # the real stdout, even under Celery's redirection
-    last: list[Processor] = [structlog.processors.format_exc_info, mask_personal_data]
+    last: list[Processor] = [structlog.processors.format_exc_info]
+    if masking:
+        last.append(mask_personal_data)
     if log_format == "json":
         renderer: Processor = structlog.processors.JSONRenderer(serializer=_dumps)
         text_renderer: Processor = structlog.processors.JSONRenderer(serializer=_dumps_text)

@@ -102,6 +102,12 @@ class TaskMetrics:
             task,
             registry=registry,
         )
+        self.refused = Counter(
+            names.TASK_REFUSED,
+            "Tasks refused when their request came (503), never enqueued; by reason.",
+            (*task, "reason"),
+            registry=registry,
+        )
         self.queue_wait = Histogram(
             names.TASK_QUEUE_WAIT,
             "Seconds from enqueue to start.",
@@ -183,6 +189,7 @@ class TaskMetrics:
                     metric.labels(task, backend, outcome)
             for reason in names.DROP_REASONS:
                 self.dropped.labels(task, backend, reason)
+                self.refused.labels(task, backend, reason)
 
     def declare_queue(self, backend: str, queue: str) -> tuple[Any, Any]:
         """Create the queue gauges of a backend at zero; returns the (depth, oldest pending)

@@ -11,6 +11,7 @@ TASK_FINISHED: Final = "background_task_finished_total"
 TASK_FAILURES: Final = "background_task_failures_total"
 TASK_DROPPED: Final = "background_task_dropped_total"
 TASK_REDELIVERED: Final = "background_task_redelivered_total"
+TASK_REFUSED: Final = "background_task_refused_total"
 TASK_QUEUE_WAIT: Final = "background_task_queue_wait_seconds"
 TASK_DURATION: Final = "background_task_duration_seconds"
 TASK_IN_PROGRESS: Final = "background_task_in_progress"
@@ -19,6 +20,10 @@ TASK_OLDEST_PENDING: Final = "background_task_oldest_pending_timestamp_seconds"
 TASK_CAPACITY: Final = "background_task_capacity"
 TASK_LAST_STARTED: Final = "background_task_last_started_timestamp_seconds"
 TASK_LAST_FINISHED: Final = "background_task_last_finished_timestamp_seconds"
+EVENT_LOOP_LAG: Final = "event_loop_lag_seconds"
+SPANS_EXPORTED: Final = "tracing_spans_exported_total"
+SPANS_DROPPED: Final = "tracing_spans_dropped_total"
+SPANS_QUEUED: Final = "tracing_spans_queued"
 
 # Label values
 OUTCOME_SUCCESS: Final = "success"
@@ -30,6 +35,9 @@ REASON_BACKLOG_FULL: Final = "backlog_full"
 REASON_SHUTDOWN: Final = "shutdown"
 REASON_ENQUEUE_ERROR: Final = "enqueue_error"
 DROP_REASONS: Final = (REASON_BACKLOG_FULL, REASON_SHUTDOWN, REASON_ENQUEUE_ERROR)
+SPAN_DROP_QUEUE_FULL: Final = "queue_full"
+SPAN_DROP_SHUTDOWN: Final = "shutdown"
+SPAN_DROP_REASONS: Final = (SPAN_DROP_QUEUE_FULL, SPAN_DROP_SHUTDOWN)
 
 # Spans
 TASK_SPAN_PREFIX: Final = "background_task"
@@ -52,6 +60,8 @@ EVENT_DROPPED: Final = "task.dropped"
 EVENT_OVERRAN: Final = "task.overran"
 EVENT_REDELIVERED: Final = "task.redelivered"
 EVENT_FAILURE_SINK_ERROR: Final = "task.failure_sink_error"
+EVENT_LOOP_STALLED: Final = "event_loop.stalled"
+EVENT_SPANS_DROPPED: Final = "tracing.spans_dropped"
 
 OUTCOME_EVENTS: Final = {
     OUTCOME_SUCCESS: EVENT_SUCCEEDED,

@@ -129,10 +129,20 @@ class TaskRunner:
         )
 
     def dropped(
-        self, envelope: TaskEnvelope, reason: str, error: BaseException | None = None
+        self,
+        envelope: TaskEnvelope,
+        reason: str,
+        error: BaseException | None = None,
+        *,
+        accepted: bool = False,
     ) -> None:
-        """A task will never run (count, journal, ``task.dropped``)."""
+        """A task will never run (count, journal, ``task.dropped``). ``accepted``: it had been
+        accepted (enqueued) before, rather than refused at once (then also counted in
+        ``background_task_refused_total``); the log line says which, so every enqueued task
+        can be matched with its end."""
         self.metrics.dropped.labels(envelope.name, self.backend, reason).inc()
+        if not accepted:
+            self.metrics.refused.labels(envelope.name, self.backend, reason).inc()
         if self.journal is not None:
             if self.journal.get(envelope.id) is None:
                 self.journal.add(
@@ -150,6 +160,7 @@ class TaskRunner:
             "task": envelope.name,
             "task_id": envelope.id,
             "reason": reason,
+            "accepted": accepted,
             "enqueued_at": iso(envelope.enqueued_at),
         }
         if error is not None:
@@ -341,7 +352,11 @@ class TaskRunner:
                 if deadline.expired():
                     run.finish(names.OUTCOME_TIMEOUT)
                 raise
-        # asyncio.timeout turns the cancellation into TimeoutError after the block
+        # asyncio.timeout turns the cancellation into TimeoutError after the block. A coroutine
+        # that blocked the loop past its deadline returns before it can be cancelled: still a
+        # timeout.
+        if time.perf_counter() - run.started_perf > self.timeout:
+            run.finish(names.OUTCOME_TIMEOUT)
 
     async def _await_thread(self, run: Run, func: TaskFunction, executor: Executor | None) -> None:
         envelope = run.envelope

@@ -5,20 +5,25 @@ import os
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
+from prometheus_client import CollectorRegistry
 
+from observability.exporting import AccountedSpanProcessor, SpanExportMetrics
 from observability.logs import get_logger
 
 SUPPORTED_PROTOCOLS = ("http/protobuf",)
 
 
-def create_tracer_provider(default_service_name: str) -> ApiTracerProvider:
+def create_tracer_provider(
+    default_service_name: str, registry: CollectorRegistry | None = None
+) -> ApiTracerProvider:
     """A provider that samples per ``OTEL_TRACES_SAMPLER`` and exports over OTLP/HTTP when an
     endpoint is set. With no endpoint spans are still created (logs and exemplars carry their
-    trace ids) but not exported; with ``OTEL_SDK_DISABLED=true`` nothing is created."""
+    trace ids) but not exported; with ``OTEL_SDK_DISABLED=true`` nothing is created. With a
+    ``registry`` the export is accounted for in its ``tracing_*`` metrics."""
     env = os.environ
+    metrics = SpanExportMetrics(registry if registry is not None else CollectorRegistry())
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return NoOpTracerProvider()
     attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: default_service_name}
@@ -31,7 +36,7 @@ def create_tracer_provider(default_service_name: str) -> ApiTracerProvider:
             get_logger(__name__).warning(
                 "tracing.protocol_unsupported", protocol=protocol, using="http/protobuf"
             )
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(AccountedSpanProcessor(OTLPSpanExporter(), metrics))
     return provider
 
 

@@ -12,6 +12,7 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"([A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}})@({_LABEL}(?:\.{_LABEL})+)")
 EMAIL_MAX_LENGTH = 254
 E164 = re.compile(r"\+[1-9]\d{6,14}")
+E164_SCHEMA_PATTERN = rf"^{E164.pattern}$"  # JSON Schema patterns are not anchored
 
 
 def _email(value: str) -> str:
@@ -48,5 +49,5 @@ Phone = Annotated[
     str,
     BeforeValidator(_plus_decoded_as_space),
     AfterValidator(_e164),
-    WithJsonSchema({"type": "string", "pattern": E164.pattern, "example": "+8613812345678"}),
+    WithJsonSchema({"type": "string", "pattern": E164_SCHEMA_PATTERN, "example": "+8613812345678"}),
 ]

@@ -9,13 +9,15 @@ from prometheus_client import CollectorRegistry
 
 from observability import metrics_dir, multiprocess, names
 from observability.dispatch import Backend, TaskReleaseMiddleware
-from observability.exposition import metrics_response
+from observability.exposition import metrics_response, serve_metrics
 from observability.inprocess import InProcessBackend
 from observability.journal import TaskJournal
+from observability.limits import RequestLimits, RequestLimitsMiddleware
 from observability.logs import configure_logging, get_logger
+from observability.looplag import LoopLagMonitor
 from observability.metrics import HttpMetrics, TaskMetrics, new_registry
 from observability.middleware import HttpTelemetryMiddleware
-from observability.redaction import mask
+from observability.redaction import redact
 from observability.runner import TaskRunner
 from observability.tracing import create_tracer_provider, shutdown_tracer_provider
 from service.notifications import NotificationService
@@ -55,11 +57,17 @@ def create_app(
 ) -> FastAPI:
     """Build the service: settings, logging, metrics, tracing, backend, routes."""
     settings = settings or Settings()
-    configure_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        masking=settings.log_masking,
+        access_log=settings.access_log,
+    )
     registry = registry if registry is not None else new_registry()
     exposition = multiprocess_exposition() or registry
     owns_provider = tracer_provider is None
-    provider = tracer_provider or create_tracer_provider(settings.service_name)
+    provider = tracer_provider or create_tracer_provider(settings.service_name, registry)
+    loop_lag = LoopLagMonitor(registry)
 
     notifications = NotificationService(settings.data_dir)
     task_metrics = TaskMetrics(registry, shared_queue=settings.task_backend == "celery")
@@ -78,6 +86,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         notifications.ensure_data_dir()
+        metrics_server = (
+            serve_metrics(settings.metrics_port, exposition) if settings.metrics_port else None
+        )
+        loop_lag.start()
         await backend.start()
         shutdown = GracefulShutdown(backend, settings.shutdown_grace_seconds)
         shutdown.install()
@@ -93,6 +105,10 @@ def create_app(
             shutdown.uninstall()
             await backend.drain(shutdown.remaining_grace())
             get_logger("service").info("service.stopped")
+            await loop_lag.stop()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             if owns_provider:
                 shutdown_tracer_provider(provider)
 
@@ -109,16 +125,24 @@ def create_app(
     app.state.task_journal = journal
     app.include_router(build_router(settings, notifications))
 
-    @app.get("/metrics", include_in_schema=False)
-    def metrics(request: Request) -> Response:
-        return metrics_response(request, exposition)
+    if not settings.metrics_port:  # otherwise /metrics is served on its own port only
 
+        @app.get("/metrics", include_in_schema=False)
+        def metrics(request: Request) -> Response:
+            return metrics_response(request, exposition, settings.metrics_token.get_secret_value())
+
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        limits=RequestLimits(
+            settings.max_url_bytes, settings.max_header_bytes, settings.max_body_bytes
+        ),
+    )
     app.add_middleware(TaskReleaseMiddleware)
     app.add_middleware(
         HttpTelemetryMiddleware,
         metrics=HttpMetrics(registry),
         tracer_provider=provider,
         excluded_paths=PROBE_PATHS,
-        mask=mask,
+        mask=redact if settings.log_masking else str,
     )
     return app

@@ -8,18 +8,24 @@ from fastapi.responses import JSONResponse
 from observability.dispatch import TaskRoute, Tasks
 from service.fields import Email, Phone
 from service.notifications import SAFE_ENTRY, NotificationService
+from service.responses import (
+    LIMIT_RESPONSES,
+    LOOKUP_RESPONSES,
+    NOT_READY_RESPONSES,
+    TASK_RESPONSES,
+)
 from service.settings import Settings
 
 
 def build_router(settings: Settings, notifications: NotificationService) -> APIRouter:
     """The notification endpoints, adding tasks of ``notifications``; text limits come from
     ``settings``."""
-    router = APIRouter(route_class=TaskRoute)
+    router = APIRouter(route_class=TaskRoute, responses=LIMIT_RESPONSES)
     Text = Annotated[str, Query(min_length=1, max_length=settings.max_text_length)]
     OptionalText = Annotated[str | None, Query(min_length=1, max_length=settings.max_text_length)]
     Recipient = Annotated[Email, Path(description="recipient e-mail address")]
 
-    @router.post("/send-notification/{email}")
+    @router.post("/send-notification/{email}", responses=TASK_RESPONSES)
     async def send_notification(email: Recipient, tasks: Tasks) -> dict[str, Any]:
         task_id = tasks.add_task(notifications.write_log, f"message to {email}\n")
         return {"message": "Notification sent in background", "task_ids": [task_id]}
@@ -29,7 +35,7 @@ def build_router(settings: Settings, notifications: NotificationService) -> APIR
             tasks.add_task(notifications.write_log, f"Query: {q}\n")
         return q
 
-    @router.post("/advanced-notification/{email}")
+    @router.post("/advanced-notification/{email}", responses=TASK_RESPONSES)
     async def advanced_notification(
         email: Recipient,
         tasks: Tasks,
@@ -38,19 +44,19 @@ def build_router(settings: Settings, notifications: NotificationService) -> APIR
         tasks.add_task(notifications.write_log, f"Email: {email}\n")
         return {"status": "multi-task executed", "task_ids": tasks.task_ids}
 
-    @router.post("/send-sms")
+    @router.post("/send-sms", responses=TASK_RESPONSES)
     async def send_sms(phone: Annotated[Phone, Query()], msg: Text, tasks: Tasks) -> dict[str, Any]:
         task_id = tasks.add_task(
             NotificationService.sms_task, phone, msg, data_dir=str(notifications.data_dir)
         )
         return {"result": "短信任务已排队", "task_ids": [task_id]}
 
-    @router.post("/safe-notify")
+    @router.post("/safe-notify", responses=TASK_RESPONSES)
     async def safe_notify(tasks: Tasks) -> dict[str, Any]:
         task_id = tasks.add_task(notifications.safe_write_log, SAFE_ENTRY)
         return {"status": "error-handled", "task_ids": [task_id]}
 
-    @router.get("/tasks/{task_id}")
+    @router.get("/tasks/{task_id}", responses=LOOKUP_RESPONSES)
     async def get_task(task_id: Annotated[str, Path(max_length=64)], request: Request) -> Any:
         journal = request.app.state.task_journal
         record = journal.get(task_id)
@@ -71,7 +77,7 @@ def build_router(settings: Settings, notifications: NotificationService) -> APIR
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get("/readyz", responses=NOT_READY_RESPONSES)
     async def readyz(request: Request) -> JSONResponse:
         if request.app.state.task_backend.ready():
             return JSONResponse({"status": "ready"})

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,3 +31,9 @@ class Settings(BaseSettings):
     task_history_size: int = Field(10000, ge=1)
     max_text_length: int = Field(1000, ge=1)
     service_name: str = "notification-service"
+    max_url_bytes: int = Field(8192, ge=256)
+    max_header_bytes: int = Field(8192, ge=256)
+    max_body_bytes: int = Field(65536, ge=0)
+    metrics_token: SecretStr = SecretStr("")
+    metrics_port: int = Field(0, ge=0, le=65535)
+    log_masking: bool = True

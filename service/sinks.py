@@ -7,7 +7,11 @@ import re
 import threading
 from pathlib import Path
 
-_UNSAFE = re.compile("[\\\\\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# backslash, control characters, line and paragraph separators, bidirectional controls (which
+# can make a line display as something else), lone surrogates
+_UNSAFE = re.compile(
+    "[\\\\\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
 
 
@@ -21,7 +25,8 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """Make ``text`` a single safe line: backslash, line breaks (every character
-    ``str.splitlines`` splits on), other control characters and lone surrogates become escapes."""
+    ``str.splitlines`` splits on), other control characters, bidirectional controls and lone
+    surrogates become escapes."""
     return _UNSAFE.sub(_escape_char, text)
 
 

@@ -41,6 +41,7 @@ class Worker:
     def __init__(self) -> None:
         self.settings = Settings()
         self.metrics: TaskMetrics | None = None
+        self.registry = CollectorRegistry()  # values go to the multiprocess files
         self.celery_time_limits = False
         self._killed: set[str] = set()
         self._runtime: WorkerRuntime | None = None
@@ -52,7 +53,7 @@ class Worker:
         Celery's time limits under prefork, by the runner otherwise (threads ignore them)."""
         settings = self.settings
         self.celery_time_limits = "prefork" in pool or pool == "processes"
-        configure_logging(settings.log_format, settings.log_level)
+        configure_logging(settings.log_format, settings.log_level, masking=settings.log_masking)
         if not multiprocess.enabled():
             raise RuntimeError(
                 "prometheus_client was imported before service.worker set "
@@ -79,7 +80,7 @@ class Worker:
     def task_metrics(self) -> TaskMetrics:
         """The worker's metrics, created once (values go to the multiprocess files)."""
         if self.metrics is None:
-            self.metrics = TaskMetrics(CollectorRegistry())
+            self.metrics = TaskMetrics(self.registry)
         return self.metrics
 
     def _service(self) -> NotificationService:
@@ -92,8 +93,8 @@ class Worker:
 
     def _build(self) -> WorkerRuntime:
         settings = self.settings
-        configure_logging(settings.log_format, settings.log_level)
-        self._provider = create_tracer_provider("notification-worker")
+        configure_logging(settings.log_format, settings.log_level, masking=settings.log_masking)
+        self._provider = create_tracer_provider("notification-worker", self.registry)
         service = self._service()
         service.ensure_data_dir()
         runner = TaskRunner(
@@ -158,7 +159,9 @@ register_run_task(
 
 
 def _setup_logging(**_: Any) -> None:
-    configure_logging(worker.settings.log_format, worker.settings.log_level)
+    configure_logging(
+        worker.settings.log_format, worker.settings.log_level, masking=worker.settings.log_masking
+    )
 
 
 def _worker_init(sender: Any = None, **_: Any) -> None:

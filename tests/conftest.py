@@ -89,12 +89,14 @@ class ChildProcess:
 class ServiceProcess(ChildProcess):
     """``uvicorn --factory service.main:create_app`` on a free port."""
 
+    factory = "service.main:create_app"
+
     def __init__(self, tmp_path: Path, env: dict[str, str], options: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = Path(env.get("NOTIFY_DATA_DIR", tmp_path / "data"))
         super().__init__(
-            api_command(self.port, *options),
+            api_command(self.port, *options, factory=self.factory),
             tmp_path / f"service-{self.port}.log",
             {"NOTIFY_DATA_DIR": str(self.data_dir)} | env,
         )

@@ -5,6 +5,8 @@ from pathlib import PurePath
 
 from prometheus_client import CollectorRegistry
 
+from observability.exporting import SpanExportMetrics
+from observability.looplag import LoopLagMonitor
 from observability.metrics import HttpMetrics, TaskMetrics
 from service.settings import Settings
 from tests.conftest import ROOT
@@ -23,6 +25,8 @@ def test_metric_reference_matches_the_registry() -> None:
     registry = CollectorRegistry()
     TaskMetrics(registry)
     HttpMetrics(registry)
+    SpanExportMetrics(registry)
+    LoopLagMonitor(registry)
     actual = {}
     for family in registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")

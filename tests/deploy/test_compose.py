@@ -354,3 +354,29 @@ def test_prometheus_rule_files_resolve_inside_the_container(compose: dict[str, A
         source = REPO / (mounts[mount] + target[len(mount) :])
         matches = list(source.parent.glob(source.name))
         assert matches, f"{entry}: nothing at {source}"
+
+
+def test_app_containers_are_hardened(compose: dict[str, Any]) -> None:
+    """api and worker: read-only root filesystem with /tmp on tmpfs and /data a volume, no
+    privilege escalation, every capability dropped (the image itself runs as uid 10001)."""
+    for name in ("api", "worker"):
+        service = compose["services"][name]
+        assert service.get("read_only") is True, name
+        assert "/tmp" in service.get("tmpfs", []), name
+        assert ("notify-data", "/data", False) in _volume_entries(service), name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "user" not in service or not str(service["user"]).startswith("0"), name
+
+
+def test_no_secret_has_a_default(compose: dict[str, Any]) -> None:
+    """No password, secret or token in the compose file has a default value: each is either
+    required (``${VAR:?...}``) or absent."""
+    secret = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY)", re.IGNORECASE)
+    for name, service in compose["services"].items():
+        environment = service.get("environment", {})
+        assert isinstance(environment, dict), f"{name}: use the mapping form"
+        for key, value in environment.items():
+            if secret.search(key):
+                text = str(value)
+                assert text.startswith("${") and ":?" in text, (name, key, value)

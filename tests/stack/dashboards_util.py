@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+from observability import names
 from tests.stack.conftest import GRAFANA_DIR, load_yaml, rule_groups
 
 # The Contract's metric names (shared/DESIGN.md). Histograms expose _bucket, _count, _sum.
@@ -23,6 +24,10 @@ CONTRACT_COUNTERS_AND_GAUGES = frozenset(
         "background_task_capacity",
         "background_task_last_started_timestamp_seconds",
         "background_task_last_finished_timestamp_seconds",
+        # the service's own health, beyond the contract (observability/names.py)
+        names.SPANS_EXPORTED,
+        names.SPANS_DROPPED,
+        names.SPANS_QUEUED,
     }
 )
 CONTRACT_HISTOGRAMS = frozenset(
@@ -30,6 +35,7 @@ CONTRACT_HISTOGRAMS = frozenset(
         "http_server_request_duration_seconds",
         "background_task_queue_wait_seconds",
         "background_task_duration_seconds",
+        names.EVENT_LOOP_LAG,
     }
 )
 CONTRACT_SERIES = CONTRACT_COUNTERS_AND_GAUGES | {

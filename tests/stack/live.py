@@ -343,14 +343,15 @@ def ephemeral_redis(workdir: Path, port: int | None = None) -> Iterator[str]:
         process.stop()
 
 
-def api_command(port: int, *options: str) -> list[str]:
-    """The contract's API entry point on 127.0.0.1:``port``, plus uvicorn ``options``."""
+def api_command(port: int, *options: str, factory: str = "service.main:create_app") -> list[str]:
+    """The contract's API entry point on 127.0.0.1:``port`` plus uvicorn ``options`` (tests may
+    name another factory)."""
     return [
         sys.executable,
         "-m",
         "uvicorn",
         "--factory",
-        "service.main:create_app",
+        factory,
         "--host",
         "127.0.0.1",
         "--port",
