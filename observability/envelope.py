@@ -1,7 +1,7 @@
 """What travels from the request to a backend: one task, by name, with its trace context."""
 
-import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,8 +9,8 @@ from opentelemetry import propagate
 
 
 def new_task_id() -> str:
-    """A random, unguessable task id: 128 bits from the OS's CSPRNG, as 32 hex digits."""
-    return secrets.token_hex(16)
+    """A random, unguessable task id: a UUID4 (122 bits from the OS's CSPRNG), 32 hex digits."""
+    return uuid.uuid4().hex
 
 
 def current_trace_context() -> dict[str, str]:

@@ -31,7 +31,7 @@ def test_no_personal_data_or_message_text_in_any_output(
 ) -> None:
     """Known e-mail, phone, message and query text, also in failing requests: none of them
     (nor their URL-encoded forms) in /metrics, exported spans or any log line."""
-    service: ServiceProcess = start_service(**otlp_env(otlp_receiver))
+    service: ServiceProcess = start_service(**otlp_env(otlp_receiver), NOTIFY_ACCESS_LOG="true")
     client = service.client
     client.post(f"/send-notification/{EMAIL}")
     client.post(f"/advanced-notification/{EMAIL}", params={"q": QUERY})
@@ -57,7 +57,7 @@ def test_no_personal_data_or_message_text_in_any_output(
 
 def test_masking_can_be_turned_off(start_service: Any) -> None:
     """NOTIFY_LOG_MASKING=false (debugging only) logs addresses and query values as they are."""
-    service: ServiceProcess = start_service(NOTIFY_LOG_MASKING="false")
+    service: ServiceProcess = start_service(NOTIFY_LOG_MASKING="false", NOTIFY_ACCESS_LOG="true")
     service.client.post(f"/send-notification/{EMAIL}")
     service.client.post("/send-sms", params={"phone": PHONE, "msg": "plain"})
     wait_until(lambda: "msg=plain" in service.raw_output())
