@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from bench import celery_compare, memory, runner_micro, throughput
 from bench.common import RESULTS_DIR, ROOT, loadavg, machine_info
 
+NOISY_CORES = 0.15  # other load above which the results are flagged
 PARTS: dict[str, ModuleType] = {
     "throughput": throughput,
     "runner": runner_micro,
@@ -58,8 +60,34 @@ def machine_markdown(result: dict[str, Any]) -> str:
     )
 
 
+def goals_markdown(result: dict[str, Any]) -> str:
+    rows = []
+    for name, part in result["results"].items():
+        if "error" not in part:
+            rows += PARTS[name].goals(part)
+    if not rows:
+        return ""
+    verdict = {True: "met", False: "**not met**", None: "-"}
+    out = ["## Goals of issue 5", ""]
+    runs = result["results"].get("throughput", {}).get("runs", [])
+    other = statistics.median(r["other_load_cores"] for r in runs) if runs else 0.0
+    if other > NOISY_CORES:
+        out += [
+            f"**Noisy machine**: during the throughput runs the rest of the machine kept "
+            f"{other:.2f} CPU cores busy (median), out of {result['machine']['nproc']}: these "
+            "numbers are not representative; run again on a quiet machine.",
+            "",
+        ]
+    out += [
+        "| goal | measured | |",
+        "|---|---:|---|",
+        *(f"| {goal} | {measured} | {verdict[met]} |" for goal, measured, met in rows),
+    ]
+    return "\n".join(out) + "\n"
+
+
 def markdown(result: dict[str, Any]) -> str:
-    sections = [machine_markdown(result)]
+    sections = [machine_markdown(result), goals_markdown(result)]
     for name, part in result["results"].items():
         if "error" in part:
             sections.append(f"## {name}\n\nnot measured: {part['error']}\n")
@@ -81,9 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="results path without suffix (bench/results/latest, or .../quick with --quick)",
     )
+    parser.add_argument(
+        "--render", type=Path, help="only rewrite the .md of an existing results .json"
+    )
     for module in PARTS.values():
         module.add_arguments(parser)
     opts = parser.parse_args(argv)
+    if opts.render:
+        text = markdown(json.loads(opts.render.read_text()))
+        opts.render.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     parts = [p for p in opts.parts.split(",") if p]
     unknown = [p for p in parts if p not in PARTS]
     if unknown:

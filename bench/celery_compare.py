@@ -160,13 +160,25 @@ def publish(worker: str, url: str, count: int, conf: dict[str, Any]) -> float:
     return time.monotonic() - t0
 
 
-def worker_command(module: str, name: str, pool: str, concurrency: int) -> list[str]:
+def worker_command(module: str, hostname: str, pool: str, concurrency: int) -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", module, "worker",
         "--pool", pool, "-c", str(concurrency), "--loglevel", "WARNING",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "--hostname", f"bench-{name}-{os.getpid()}@%h",
+        "--hostname", f"{hostname}@%h",
     ]  # fmt: skip
+
+
+def kill_if_ours(pid: int, hostname: str) -> None:
+    """Kill a leftover pool process of our worker: only if that pid still runs our worker's
+    command line (a pid may have been reused by then)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if f"{hostname}@".encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def run_worker(
@@ -200,7 +212,8 @@ def run_worker(
     elif worker == "bare-project-conf":
         env["BENCH_CELERY_CONF"] = json.dumps(conf)
     module = WORKERS[worker][0]
-    cmd = worker_command(module, worker, opts.celery_pool, opts.celery_concurrency)
+    hostname = f"bench-{worker}-{os.getpid()}-r{round_no}"
+    cmd = worker_command(module, hostname, opts.celery_pool, opts.celery_concurrency)
     stdout = open(workdir / "stdout.log", "wb")  # noqa: SIM115
     stderr = open(workdir / "stderr.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
@@ -229,8 +242,7 @@ def run_worker(
             proc.send_signal(signal.SIGTERM)
         code = wait_exit(proc, 30)
         for pid in pids:  # pool processes of this worker, should it have left any
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            kill_if_ours(pid, hostname)
         stdout.close()
         stderr.close()
         sink_stats = sink.stop() if sink is not None else {}
@@ -381,3 +393,12 @@ def markdown(part: dict[str, Any]) -> str:
             f"{'-' if spans is None else f'{spans:.2f}'} | {m['lines_lost']} |"
         )
     return "\n".join(out) + "\n"
+
+
+def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    goal = part["config"]["goal"]
+    return [
+        (f"Celery `{w}`: tasks/s >= {goal:.2f} of `bare`", f"{r:.2f}", r >= goal)
+        for w, r in part["ratios"].get(BASELINE, {}).items()
+        if w.startswith("ours")
+    ]

@@ -126,3 +126,15 @@ def markdown(part: dict[str, Any]) -> str:
             "",
         ]
     )
+
+
+def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    growth = part["growth_percent"]
+    return [
+        (
+            f"RSS growth < {part['config']['goal_percent']:g}% over {part['tasks']} tasks "
+            "after warm-up",
+            f"{growth:+.1f}%",
+            growth < part["config"]["goal_percent"],
+        )
+    ]

@@ -348,3 +348,20 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    rows: list[tuple[str, str, bool | None]] = []
+    for name, r in part["variants"].items():
+        if not VARIANTS[name][1]:  # the reference without tracing is no goal
+            continue
+        o = r["overhead_us"]
+        worst = max(o["sync_runner_vs_hop"], o["async_runner_vs_direct"])
+        rows.append(
+            (
+                f"runner overhead < {GOAL_US:g} µs/task (`{name}`; sync vs hop, async vs direct)",
+                f"{o['sync_runner_vs_hop']:.1f} / {o['async_runner_vs_direct']:.1f} µs",
+                worst < GOAL_US,
+            )
+        )
+    return rows

@@ -640,3 +640,29 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "runs": [asdict(r) for r in runs],
         "servers": servers,
     }
+
+
+def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(goal, measured, met) rows for the summary table."""
+    rows: list[tuple[str, str, bool | None]] = []
+    ratios = part["summary"]["ratios_vs_tutorial"]
+    for app, goal in GOALS.items():
+        x = ratios.get(app, {}).get(PRIMARY)
+        if x is None:
+            continue
+        r, p99 = x["ok_per_s"], x["p99_ms"]
+        rows.append(
+            (
+                f"`{app}`: 2xx req/s >= {goal:.2f} of `tutorial` (`{PRIMARY}`)",
+                f"{fmt(r, '.2f')} (goodput {fmt(x['tasks_per_s'], '.2f')})",
+                None if r is None else r >= goal,
+            )
+        )
+        rows.append(
+            (
+                f"`{app}`: p99 <= {P99_GOAL}x `tutorial`'s (`{PRIMARY}`)",
+                fmt(p99, ".2f"),
+                None if p99 is None else p99 <= P99_GOAL,
+            )
+        )
+    return rows
