@@ -226,7 +226,7 @@ def child_main(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runner")
-    group.add_argument("--micro-iterations", type=int, help="tasks per timed block (20000)")
+    group.add_argument("--micro-iterations", type=int, help="tasks per timed block (10000)")
     group.add_argument("--micro-repeats", type=int, help="repeats, median reported (5)")
     group.add_argument(
         "--micro-variants", default=",".join(VARIANTS), help="of: " + ", ".join(VARIANTS)
@@ -274,7 +274,7 @@ def run_variant(name: str, iterations: int, repeats: int, workdir: Path) -> dict
 
 
 def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    iterations = opts.micro_iterations or (2000 if opts.quick else 20_000)
+    iterations = opts.micro_iterations or (2000 if opts.quick else 10_000)
     repeats = opts.micro_repeats or (3 if opts.quick else 5)
     variants = [v for v in opts.micro_variants.split(",") if v]
     for v in variants:
