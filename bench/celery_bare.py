@@ -16,7 +16,7 @@ app.conf.broker_connection_retry_on_startup = True
 app.conf.update(json.loads(os.environ.get("BENCH_CELERY_CONF", "{}")))
 
 
-@app.task(name="bench.write_log")
+@app.task(name="bench.write_log")  # type: ignore[untyped-decorator]
 def write_log(message: str) -> None:
     with open(LOG_FILE, mode="a") as log:
         log.write(message)

@@ -300,7 +300,7 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def markdown(part: dict[str, Any]) -> str:
     cfg = part["config"]
-    first = next(iter(part["variants"].values()), {})
+    first: dict[str, Any] = next(iter(part["variants"].values()), {})
     out = [
         "## Runner micro-benchmark: per-task cost of the instrumentation",
         "",
