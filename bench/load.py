@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -66,7 +67,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
-async def _python_load(port: int, path: str, requests: int, concurrency: int) -> LoadResult:
+async def _python_load(
+    port: int, path: str, requests: int, concurrency: int, delay_ms: float = 0.0
+) -> LoadResult:
     request = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Length: 0\r\n\r\n").encode()
     remaining = requests
     latencies: list[int] = []
@@ -79,6 +82,8 @@ async def _python_load(port: int, path: str, requests: int, concurrency: int) ->
         reader = writer = None
         while remaining > 0:
             remaining -= 1
+            if delay_ms:
+                await asyncio.sleep(delay_ms * (0.5 + random.random()) / 1000)
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection(HOST, port)
@@ -126,8 +131,10 @@ async def _python_load(port: int, path: str, requests: int, concurrency: int) ->
     )
 
 
-def python_load(port: int, path: str, requests: int, concurrency: int) -> LoadResult:
-    return asyncio.run(_python_load(port, path, requests, concurrency))
+def python_load(
+    port: int, path: str, requests: int, concurrency: int, delay_ms: float = 0.0
+) -> LoadResult:
+    return asyncio.run(_python_load(port, path, requests, concurrency, delay_ms))
 
 
 # --------------------------------------------------------------------------- load: wrk
@@ -151,6 +158,12 @@ end
 local quota = tonumber(os.getenv("BENCH_QUOTA"))
 local path = os.getenv("BENCH_PATH")
 local idle_path = os.getenv("BENCH_IDLE_PATH")
+-- paced mode: each connection waits about BENCH_DELAY_MS (jittered) before each request, so
+-- that the offered load is about connections / delay whatever the app's speed
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if delay_ms > 0 then
+  function delay() return delay_ms * (0.5 + math.random()) end
+end
 local real_req, idle_req
 sent, n_done, ok, rejected, t_start, t_end = 0, 0, 0, 0, 0, 0
 
@@ -210,13 +223,20 @@ end
 
 
 def wrk_load(
-    port: int, path: str, requests: int, concurrency: int, script: Path, cap_seconds: int
+    port: int,
+    path: str,
+    requests: int,
+    concurrency: int,
+    script: Path,
+    cap_seconds: int,
+    delay_ms: float = 0.0,
 ) -> LoadResult:
     env = {
         **os.environ,
         "BENCH_QUOTA": str(requests),
         "BENCH_PATH": path,
         "BENCH_IDLE_PATH": IDLE_PATH,
+        "BENCH_DELAY_MS": str(delay_ms),
     }
     # One wrk thread: it leaves the other core to the server (wrk is far cheaper per request).
     cmd = [
@@ -263,8 +283,13 @@ class LoadGenerator:
             self.script = workdir / "bench.lua"
             self.script.write_text(WRK_LUA)
 
-    def run(self, port: int, path: str, requests: int, concurrency: int) -> LoadResult:
+    def run(
+        self, port: int, path: str, requests: int, concurrency: int, rate: float | None = None
+    ) -> LoadResult:
+        """``requests`` requests as fast as the app answers, or paced at about ``rate`` req/s
+        (each connection waits ``concurrency / rate`` seconds on average before each request)."""
+        delay_ms = concurrency / rate * 1000 if rate else 0.0
         if self.script is not None:
-            cap = max(120, requests // 50)
-            return wrk_load(port, path, requests, concurrency, self.script, cap)
-        return python_load(port, path, requests, concurrency)
+            cap = max(120, requests // 50, int(3 * requests / rate) if rate else 0)
+            return wrk_load(port, path, requests, concurrency, self.script, cap, delay_ms)
+        return python_load(port, path, requests, concurrency, delay_ms)
