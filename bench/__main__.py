@@ -29,7 +29,7 @@ from typing import Any
 from bench import celery_compare, memory, runner_micro, throughput
 from bench.common import RESULTS_DIR, ROOT, loadavg, machine_info
 
-NOISY_CORES = 0.15  # other load above which the results are flagged
+NOISY_CORES = 0.25  # other load (cores) above which the results are flagged
 PARTS: dict[str, ModuleType] = {
     "throughput": throughput,
     "runner": runner_micro,
