@@ -49,8 +49,10 @@ format: $(BIN)/.installed
 dashboards: $(BIN)/.installed
 	$(BIN)/python grafana/dashboards.py
 
+# BENCH_ARGS: e.g. --quick, --parts throughput,runner,memory,celery (see bench/README.md)
 bench: $(BIN)/.installed
-	$(BIN)/python bench/throughput.py
+	tools/bench-tools.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

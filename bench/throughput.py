@@ -1,59 +1,68 @@
-"""Throughput of the service vs the tutorial app, bare and instrumented (``make bench``).
+"""Part ``throughput``: the service vs the bare tutorial app, side by side, alternating.
 
-Every app runs under real uvicorn (one worker, ``--log-level warning``) on a free
-127.0.0.1 port, with its file sinks in a fresh temporary ``NOTIFY_DATA_DIR``:
+Every app runs under real uvicorn, one process, ``--loop uvloop --http httptools
+--log-level warning --no-access-log``, on a free 127.0.0.1 port, with its file sinks in a fresh
+temporary ``NOTIFY_DATA_DIR``:
 
-* ``tutorial``     the tutorial app (``bench/tutorial_app.py``, FastAPI ``BackgroundTasks``),
-                   uninstrumented;
-* ``tutorial-instrumented`` the same app with the usual FastAPI observability stack, which does
-                   not observe background tasks: prometheus-fastapi-instrumentator (HTTP metrics,
-                   ``/metrics``) and opentelemetry-instrumentation-fastapi (request spans, SDK
-                   ``TracerProvider`` without exporter); no access log, as for ``tutorial``
-                   (``NOTIFY_BENCH_INSTRUMENTED=1``, see ``bench/tutorial_app.py``);
-* ``ours``         the service (``--factory service.main:create_app``), ``NOTIFY_LOG_FORMAT=json``,
-                   its JSON logs on stdout redirected to a file (writing them is part of the cost);
-* ``ours-devnull`` the same with its stdout sent to /dev/null (not run by default: it measured
-                   the same as ``ours``).
+* ``tutorial``: the tutorial app (``bench/tutorial_app.py``, FastAPI ``BackgroundTasks``),
+  uninstrumented: the baseline every ratio is taken against;
+* ``ours-sampled-10`` / ``ours-sampled-100``: the service (``--factory
+  service.main:create_app``) with everything on: HTTP and task metrics, JSON logs on stdout
+  written to a file, spans sampled at 10% (``parentbased_traceidratio`` 0.1) or 100%
+  (``parentbased_always_on``) and exported over OTLP/HTTP (batch processor) to a local receiver
+  (``bench/otlp_sink.py``, one per server, a separate cheap process);
+* ``tutorial-instrumented``: reference, the tutorial app with the usual FastAPI stack
+  (prometheus-fastapi-instrumentator + opentelemetry-instrumentation-fastapi, no exporter).
 
-For each app and scenario (``POST /send-notification/user@example.com``: one task a request;
-``POST /advanced-notification/user@example.com?q=x``: two tasks a request) a fixed number of
-requests is sent at fixed concurrency, after a warm-up. Then the benchmark waits until every
-accepted request's tasks have written their lines to ``log.txt`` and checks that the count is
-exact (nothing lost, nothing extra). Rounds alternate the order of apps and scenarios; the
-reported figure is the median over the rounds.
+Scenarios: ``POST /send-notification/user@example.com`` (one task a request, the main row) and
+``POST /advanced-notification/user@example.com?q=x`` (two tasks a request). For each app and
+scenario a fixed number of requests is sent at fixed concurrency after a warm-up; then the
+harness waits until every *accepted* request's tasks have written their lines to ``log.txt`` and
+checks the count is exact. Each round starts every app afresh, in alternating order; the ratios
+are the median over rounds of the per-round ratio (app / tutorial of the same round).
 
-The load generator is ``wrk`` when it is on PATH (a Lua script makes it stop after exactly N
-requests), else a built-in asyncio one (``--loadgen`` chooses). Results go to
-``bench/results/latest.json`` and ``bench/results/latest.md``.
+Throughput is counted honestly: the service hands tasks to a bounded in-process backlog and
+answers 503 fast when it is full, so ``req/s`` counts 2xx responses only (rejections are shown
+apart), and ``tasks/s`` = accepted tasks / (first request .. last task line written), the
+"goodput" of work actually done.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import datetime as dt
-import importlib.metadata
-import json
+import importlib.util
 import os
-import platform
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
-HOST = "127.0.0.1"
-IDLE_PATH = "/__bench_idle"  # 404 in every app, runs no task
+from bench.common import (
+    HOST,
+    ROOT,
+    LineCounter,
+    NoiseMeter,
+    fmt,
+    free_port,
+    proc_cpu_seconds,
+    proc_status,
+    wait_exit,
+)
+from bench.load import IDLE_PATH, LoadGenerator, python_load
+from bench.otlp_sink import Sink
+
+SAMPLED_10 = {
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.1",
+}
+SAMPLED_100 = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+OURS = {"NOTIFY_LOG_FORMAT": "json"}
 
 
 @dataclass(frozen=True)
@@ -63,40 +72,88 @@ class AppSpec:
     factory: bool
     env: dict[str, str]
     stdout: str  # "file" or "devnull"
+    otlp: bool  # export spans to a local OTLP receiver of its own
+    about: str
 
 
 APPS = {
-    "tutorial": AppSpec("tutorial", "bench.tutorial_app:app", False, {}, "file"),
-    "tutorial-instrumented": AppSpec(
-        "tutorial-instrumented",
-        "bench.tutorial_app:app",
-        False,
-        {"NOTIFY_BENCH_INSTRUMENTED": "1"},
-        "file",
-    ),
-    "ours": AppSpec("ours", "service.main:create_app", True, {"NOTIFY_LOG_FORMAT": "json"}, "file"),
-    # not run by default (--apps): ours-devnull measured the same as ours; where the cost goes
-    "ours-devnull": AppSpec(
-        "ours-devnull", "service.main:create_app", True, {"NOTIFY_LOG_FORMAT": "json"}, "devnull"
-    ),
-    "ours-notrace": AppSpec(
-        "ours-notrace",
-        "service.main:create_app",
-        True,
-        {"NOTIFY_LOG_FORMAT": "json", "OTEL_SDK_DISABLED": "true"},
-        "devnull",
-    ),
-    "ours-nologs": AppSpec(
-        "ours-nologs",
-        "service.main:create_app",
-        True,
-        {"NOTIFY_LOG_FORMAT": "json", "NOTIFY_LOG_LEVEL": "WARNING"},
-        "devnull",
-    ),
+    spec.name: spec
+    for spec in (
+        AppSpec(
+            "tutorial",
+            "bench.tutorial_app:app",
+            False,
+            {},
+            "file",
+            False,
+            "the tutorial app, uninstrumented (baseline)",
+        ),
+        AppSpec(
+            "ours-sampled-10",
+            "service.main:create_app",
+            True,
+            OURS | SAMPLED_10,
+            "file",
+            True,
+            "the service, everything on, spans sampled 10% exported over OTLP/HTTP, "
+            "JSON logs to a file",
+        ),
+        AppSpec(
+            "ours-sampled-100",
+            "service.main:create_app",
+            True,
+            OURS | SAMPLED_100,
+            "file",
+            True,
+            "the same, spans sampled 100%",
+        ),
+        AppSpec(
+            "tutorial-instrumented",
+            "bench.tutorial_app:app",
+            False,
+            {"NOTIFY_BENCH_INSTRUMENTED": "1"},
+            "file",
+            False,
+            "reference: the tutorial app with prometheus-fastapi-instrumentator and "
+            "opentelemetry-instrumentation-fastapi (request spans, no exporter); tasks unobserved",
+        ),
+        # not run by default (--apps): where the cost goes
+        AppSpec(
+            "ours-noexport",
+            "service.main:create_app",
+            True,
+            OURS | SAMPLED_100,
+            "file",
+            False,
+            "the service, spans sampled 100% but not exported",
+        ),
+        AppSpec(
+            "ours-notrace",
+            "service.main:create_app",
+            True,
+            OURS | {"OTEL_SDK_DISABLED": "true"},
+            "file",
+            False,
+            "the service with OTEL_SDK_DISABLED=true (no spans)",
+        ),
+        AppSpec(
+            "ours-nologs",
+            "service.main:create_app",
+            True,
+            OURS | SAMPLED_10 | {"NOTIFY_LOG_LEVEL": "WARNING"},
+            "devnull",
+            True,
+            "the service sampled 10%, exported, INFO logs off",
+        ),
+    )
 }
-DEFAULT_APPS = ("tutorial", "tutorial-instrumented", "ours")
-# ratio tables: every other app / baseline (for the instrumented baseline, only the service)
-BASELINES = ("tutorial", "tutorial-instrumented")
+DEFAULT_APPS = ("tutorial", "ours-sampled-10", "ours-sampled-100", "tutorial-instrumented")
+BASELINE = "tutorial"
+# goals of issue 5 (2xx req/s ratio vs tutorial); p99 ratio goal for all of ours
+GOALS = {"ours-sampled-10": 0.90, "ours-sampled-100": 0.75}
+P99_GOAL = 1.3
+PRIMARY = "send-notification"
+PACED = "send-notification-paced"
 
 
 @dataclass(frozen=True)
@@ -104,6 +161,7 @@ class Scenario:
     name: str
     path: str
     tasks_per_request: int
+    paced: bool = False  # offered load fixed (--paced-rate) instead of as fast as answered
 
 
 SCENARIOS = {
@@ -111,266 +169,19 @@ SCENARIOS = {
     "advanced-notification": Scenario(
         "advanced-notification", "/advanced-notification/user@example.com?q=x", 2
     ),
+    # latency at the same load for every app (below each one's saturation)
+    "send-notification-paced": Scenario(
+        "send-notification-paced", "/send-notification/user@example.com", 1, paced=True
+    ),
 }
-
-
-@dataclass
-class LoadResult:
-    """What the load generator saw."""
-
-    sent: int
-    ok: int  # 2xx: accepted
-    rejected: int  # any other HTTP status (e.g. 503 backlog_full)
-    errors: int  # socket errors / timeouts
-    start: float  # time.monotonic() of the first request
-    end: float  # time.monotonic() of the last response
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    mean_ms: float
-    statuses: dict[str, int] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- load: asyncio
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length, chunked, close = 0, False, False
-    for line in lines[1:]:
-        key, _, value = line.partition(b":")
-        key = key.strip().lower()
-        if key == b"content-length":
-            length = int(value)
-        elif key == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-        elif key == b"connection" and b"close" in value.lower():
-            close = True
-    if chunked:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    elif length:
-        await reader.readexactly(length)
-    return status, close
-
-
-async def _python_load(port: int, path: str, requests: int, concurrency: int) -> LoadResult:
-    request = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Length: 0\r\n\r\n").encode()
-    remaining = requests
-    latencies: list[int] = []
-    statuses: Counter[int] = Counter()
-    errors = 0
-    last = 0.0
-
-    async def connection() -> None:
-        nonlocal remaining, errors, last
-        reader = writer = None
-        while remaining > 0:
-            remaining -= 1
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection(HOST, port)
-                assert reader is not None
-                t0 = time.perf_counter_ns()
-                writer.write(request)
-                status, close = await asyncio.wait_for(_read_response(reader), 30)
-                latencies.append(time.perf_counter_ns() - t0)
-                last = time.monotonic()
-                statuses[status] += 1
-                if close:
-                    writer.close()
-                    reader = writer = None
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-                errors += 1
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-        if writer is not None:
-            writer.close()
-
-    start = time.monotonic()
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
-    latencies.sort()
-    ok = sum(n for s, n in statuses.items() if 200 <= s < 300)
-
-    def pct(p: float) -> float:
-        if not latencies:
-            return float("nan")
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] / 1e6
-
-    return LoadResult(
-        sent=requests,
-        ok=ok,
-        rejected=sum(statuses.values()) - ok,
-        errors=errors,
-        start=start,
-        end=last or time.monotonic(),
-        p50_ms=pct(50),
-        p90_ms=pct(90),
-        p99_ms=pct(99),
-        max_ms=latencies[-1] / 1e6 if latencies else float("nan"),
-        mean_ms=statistics.fmean(latencies) / 1e6 if latencies else float("nan"),
-        statuses={str(s): n for s, n in sorted(statuses.items())},
-    )
-
-
-def python_load(port: int, path: str, requests: int, concurrency: int) -> LoadResult:
-    return asyncio.run(_python_load(port, path, requests, concurrency))
-
-
-# --------------------------------------------------------------------------- load: wrk
-
-# wrk runs for a fixed duration; this script makes it count: the thread sends exactly
-# BENCH_QUOTA requests to BENCH_PATH (afterwards only GETs to a 404 path that runs no task,
-# until the last real response is in), then stops and says so, and the driver interrupts wrk.
-# Times are CLOCK_MONOTONIC, the same clock as Python's time.monotonic().
-WRK_LUA = r"""
-local ffi = require("ffi")
-ffi.cdef[[
-typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
-int clock_gettime(int clk_id, bench_timespec *tp);
-]]
-local ts = ffi.new("bench_timespec")
-local function now()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9
-end
-
-local quota = tonumber(os.getenv("BENCH_QUOTA"))
-local path = os.getenv("BENCH_PATH")
-local idle_path = os.getenv("BENCH_IDLE_PATH")
-local real_req, idle_req
-sent, n_done, ok, rejected, t_start, t_end = 0, 0, 0, 0, 0, 0
-
-function init(args)
-  real_req = wrk.format("POST", path, {["Content-Length"] = "0"}, nil)
-  idle_req = wrk.format("GET", idle_path)
-end
-
--- wrk calls request() once before the run to check it (thread 0 only: run with -t1)
-local checked = false
-
-function request()
-  if not checked then
-    checked = true
-    return real_req
-  end
-  if sent < quota then
-    if sent == 0 then t_start = now() end
-    sent = sent + 1
-    return real_req
-  end
-  return idle_req
-end
-
-function response(status, headers, body)
-  if status == 404 then return end
-  n_done = n_done + 1
-  if status >= 200 and status < 300 then ok = ok + 1 else rejected = rejected + 1 end
-  if n_done == quota then
-    t_end = now()
-    io.write("BENCH_STOP\n")
-    io.flush()
-    wrk.thread:stop()
-  end
-end
-
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-
-function done(summary, latency, requests)
-  local s, d, o, r, t0, t1 = 0, 0, 0, 0, math.huge, 0
-  for _, t in ipairs(threads) do
-    s = s + t:get("sent"); d = d + t:get("n_done"); o = o + t:get("ok")
-    r = r + t:get("rejected")
-    t0 = math.min(t0, t:get("t_start")); t1 = math.max(t1, t:get("t_end"))
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"sent":%d,"done":%d,"ok":%d,"rejected":%d,"start":%.6f,"end":%.6f,' ..
-    '"all_requests":%d,"errors":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,' ..
-    '"mean_us":%.1f}\n',
-    s, d, o, r, t0, t1, summary.requests, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
-end
-"""
-
-
-def wrk_load(
-    port: int, path: str, requests: int, concurrency: int, script: Path, cap_seconds: int
-) -> LoadResult:
-    env = {
-        **os.environ,
-        "BENCH_QUOTA": str(requests),
-        "BENCH_PATH": path,
-        "BENCH_IDLE_PATH": IDLE_PATH,
-    }
-    # One wrk thread: it leaves the other core to the server (wrk is far cheaper per request).
-    cmd = [
-        "wrk", "-t1", f"-c{concurrency}", f"-d{cap_seconds}s", "--timeout", "30s",
-        "-s", str(script), f"http://{HOST}:{port}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    payload = None
-    for line in proc.stdout:
-        if line.startswith("BENCH_STOP"):
-            proc.send_signal(signal.SIGINT)
-        elif line.startswith("BENCH_JSON "):
-            payload = json.loads(line[len("BENCH_JSON ") :])
-    proc.wait(timeout=30)
-    if payload is None:
-        raise RuntimeError(f"wrk gave no result: {proc.stderr.read() if proc.stderr else ''}")
-    if payload["done"] != requests:
-        raise RuntimeError(f"wrk stopped early (cap {cap_seconds}s?): {payload}")
-    return LoadResult(
-        sent=payload["sent"],
-        ok=payload["ok"],
-        rejected=payload["rejected"],
-        errors=payload["errors"],
-        start=payload["start"],
-        end=payload["end"],
-        # wrk's latency covers every request, including the few idle 404s after the quota
-        p50_ms=payload["p50_us"] / 1e3,
-        p90_ms=payload["p90_us"] / 1e3,
-        p99_ms=payload["p99_us"] / 1e3,
-        max_ms=payload["max_us"] / 1e3,
-        mean_ms=payload["mean_us"] / 1e3,
-        statuses={"2xx": payload["ok"], "other": payload["rejected"]},
-    )
 
 
 # --------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def proc_status(pid: int, key: str) -> int:
-    """A ``kB`` field of /proc/PID/status, in kB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def http_probe(port: int) -> bool:
+    import socket
+
     try:
         with socket.create_connection((HOST, port), timeout=1) as s:
             s.sendall(f"GET {IDLE_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
@@ -379,22 +190,44 @@ def http_probe(port: int) -> bool:
         return False
 
 
+def uvicorn_options() -> list[str]:
+    """uvloop and httptools, explicitly: the fast stack for every app alike."""
+    missing = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(
+            f"{', '.join(missing)} not installed: pip install 'uvicorn[standard]' "
+            "(a dependency of this project: make .venv/bin/.installed)"
+        )
+    return ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+
+
+def server_env(spec: AppSpec, data_dir: Path, endpoint: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
+    env.update(spec.env)
+    env["NOTIFY_DATA_DIR"] = str(data_dir)
+    if endpoint is not None:
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = endpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+    return env
+
+
 class Server:
-    def __init__(self, spec: AppSpec, workdir: Path) -> None:
+    """One app under uvicorn (and its OTLP receiver), processes of our own."""
+
+    def __init__(self, spec: AppSpec, workdir: Path, keep_spans: bool = True) -> None:
         self.spec = spec
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True)
         self.stdout_path = workdir / "stdout.log" if spec.stdout == "file" else None
         self.stderr_path = workdir / "stderr.log"
+        self.sink = Sink(workdir / "sink", keep_bodies=keep_spans) if spec.otlp else None
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
-        env.update(spec.env)
-        env["NOTIFY_DATA_DIR"] = str(self.data_dir)
-        env["PYTHONUNBUFFERED"] = "0"
+        env = server_env(spec, self.data_dir, self.sink.endpoint if self.sink else None)
         cmd = [sys.executable, "-m", "uvicorn", spec.target]
         if spec.factory:
             cmd.append("--factory")
-        cmd += ["--host", HOST, "--port", str(self.port), "--log-level", "warning"]
+        cmd += ["--host", HOST, "--port", str(self.port), *uvicorn_options()]
+        self.command = cmd
         self._stdout = open(self.stdout_path or os.devnull, "wb")  # noqa: SIM115
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -416,51 +249,24 @@ class Server:
     def stdout_bytes(self) -> int | None:
         return self.stdout_path.stat().st_size if self.stdout_path else None
 
-    def stop(self) -> int | None:
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.proc.pid)
+
+    def sink_cpu_seconds(self) -> float:
+        return self.sink.cpu_seconds() if self.sink else 0.0
+
+    def rss_kb(self) -> int:
+        return proc_status(self.proc.pid, "VmRSS")
+
+    def stop(self) -> tuple[int | None, dict[str, Any]]:
+        """Stop the server (SIGTERM: its lifespan drains and flushes spans), then the sink."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = wait_exit(self.proc, 40)
         self._stdout.close()
         self._stderr.close()
-        return self.proc.returncode
-
-
-class LineCounter:
-    """Counts newline-terminated lines of a growing file, reading only what is new."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.lines = 0
-
-    def count(self) -> int:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return 0
-        # only whole lines: a half-written line is counted once its newline is there
-        end = chunk.rfind(b"\n") + 1
-        self.lines += chunk.count(b"\n", 0, end)
-        self.offset += end
-        return self.lines
-
-    def wait_for(self, expected: int, timeout: float) -> float | None:
-        """Poll until ``expected`` lines; the monotonic time they were there, or None."""
-        deadline = time.monotonic() + timeout
-        while True:
-            n = self.count()
-            now = time.monotonic()
-            if n >= expected:
-                return now
-            if now > deadline:
-                return None
-            time.sleep(0.002)
+        sink_stats = self.sink.stop() if self.sink else {}
+        return code, sink_stats
 
 
 # --------------------------------------------------------------------------- one run
@@ -474,77 +280,81 @@ class ScenarioResult:
     loadgen: str
     requests: int
     concurrency: int
-    accepted: int
-    rejected: int
+    accepted: int  # 2xx responses
+    rejected: int  # other statuses (503 when the backlog is full)
     errors: int
     tasks_expected: int
     lines_written: int
     lost: int
-    requests_per_s: float
+    ok_per_s: float  # 2xx responses / (first request .. last response)
+    responses_per_s: float  # every response, rejected ones too
     p50_ms: float
     p90_ms: float
     p99_ms: float
     max_ms: float
-    tasks_per_s: float  # tasks / (first request .. last task line written)
+    tasks_per_s: float  # accepted tasks / (first request .. last task line written)
     drain_lag_s: float  # last response .. last task line written
-    server_cpu_us_per_request: float
+    server_cpu_us_per_request: float  # over the load and the drain
+    sink_cpu_us_per_request: float
+    other_load_cores: float  # the rest of the machine, busy (noise)
     stdout_bytes_per_request: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_scenario(
     server: Server,
     counter: LineCounter,
     scenario: Scenario,
-    args: argparse.Namespace,
+    opts: argparse.Namespace,
     round_no: int,
-    wrk_script: Path | None,
+    load: LoadGenerator,
 ) -> ScenarioResult:
     before_lines = counter.count()
-    before_cpu = proc_cpu_seconds(server.proc.pid)
+    before_cpu = server.cpu_seconds()
+    before_sink = server.sink_cpu_seconds()
     before_stdout = server.stdout_bytes()
-    if wrk_script is not None:
-        load = wrk_load(
-            server.port,
-            scenario.path,
-            args.requests,
-            args.concurrency,
-            wrk_script,
-            max(120, args.requests // 50),
-        )
-    else:
-        load = python_load(server.port, scenario.path, args.requests, args.concurrency)
-    expected = before_lines + load.ok * scenario.tasks_per_request
-    reached = counter.wait_for(expected, args.drain_timeout)
+    noise = NoiseMeter()
+    requests = opts.paced_requests if scenario.paced else opts.requests
+    rate = opts.paced_rate if scenario.paced else None
+    result = load.run(server.port, scenario.path, requests, opts.concurrency, rate)
+    tasks = result.ok * scenario.tasks_per_request
+    expected = before_lines + tasks
+    reached = counter.wait_for(expected, opts.drain_timeout)
+    cpu = server.cpu_seconds() - before_cpu
+    sink_cpu = server.sink_cpu_seconds() - before_sink
+    other = noise.other_cores(cpu + sink_cpu)
     time.sleep(0.3)  # anything extra would show up now
     lines = counter.count()
-    cpu = proc_cpu_seconds(server.proc.pid) - before_cpu
     after_stdout = server.stdout_bytes()
     written = lines - before_lines
-    tasks = load.ok * scenario.tasks_per_request
-    end_to_end = (reached if reached is not None else time.monotonic()) - load.start
+    done = reached if reached is not None else time.monotonic()
+    elapsed = result.end - result.start
     return ScenarioResult(
         app=server.spec.name,
         scenario=scenario.name,
         round=round_no,
-        loadgen="wrk" if wrk_script is not None else "python",
-        requests=args.requests,
-        concurrency=args.concurrency,
-        accepted=load.ok,
-        rejected=load.rejected,
-        errors=load.errors,
+        loadgen=load.kind,
+        requests=requests,
+        concurrency=opts.concurrency,
+        accepted=result.ok,
+        rejected=result.rejected,
+        errors=result.errors,
         tasks_expected=tasks,
         lines_written=written,
         lost=tasks - written,
-        requests_per_s=load.sent / (load.end - load.start),
-        p50_ms=load.p50_ms,
-        p90_ms=load.p90_ms,
-        p99_ms=load.p99_ms,
-        max_ms=load.max_ms,
-        tasks_per_s=tasks / end_to_end,
-        drain_lag_s=max(0.0, (reached or time.monotonic()) - load.end),
-        server_cpu_us_per_request=cpu / load.sent * 1e6,
+        ok_per_s=result.ok / elapsed,
+        responses_per_s=(result.ok + result.rejected) / elapsed,
+        p50_ms=result.p50_ms,
+        p90_ms=result.p90_ms,
+        p99_ms=result.p99_ms,
+        max_ms=result.max_ms,
+        tasks_per_s=tasks / (done - result.start),
+        drain_lag_s=max(0.0, done - result.end),
+        server_cpu_us_per_request=cpu / result.sent * 1e6,
+        sink_cpu_us_per_request=sink_cpu / result.sent * 1e6,
+        other_load_cores=other,
         stdout_bytes_per_request=(
-            (after_stdout - before_stdout) / load.sent
+            (after_stdout - before_stdout) / result.sent
             if after_stdout is not None and before_stdout is not None
             else None
         ),
@@ -554,28 +364,30 @@ def run_scenario(
 def run_app(
     spec: AppSpec,
     scenarios: list[Scenario],
-    args: argparse.Namespace,
+    opts: argparse.Namespace,
     round_no: int,
-    wrk_script: Path | None,
+    load: LoadGenerator,
     tmp: Path,
 ) -> tuple[list[ScenarioResult], dict[str, Any]]:
     server = Server(spec, Path(tempfile.mkdtemp(prefix=f"{spec.name}-r{round_no}-", dir=tmp)))
+    results: list[ScenarioResult] = []
+    peak_rss_kb = 0
     try:
         counter = LineCounter(server.log_txt)
         warm_lines = 0
-        for scenario in scenarios:  # warm-up: imports, caches, thread pools, connections
-            warm = python_load(server.port, scenario.path, args.warmup, args.concurrency)
+        # warm-up (once per path): imports, caches, thread pools, connections
+        for scenario in {s.path: s for s in scenarios}.values():
+            warm = python_load(server.port, scenario.path, opts.warmup, opts.concurrency)
             warm_lines += warm.ok * scenario.tasks_per_request
-        if counter.wait_for(warm_lines, args.drain_timeout) is None:
+        if counter.wait_for(warm_lines, opts.drain_timeout) is None:
             raise RuntimeError(f"{spec.name}: warm-up tasks did not finish")
-        results = []
         for scenario in scenarios:
-            r = run_scenario(server, counter, scenario, args, round_no, wrk_script)
+            r = run_scenario(server, counter, scenario, opts, round_no, load)
             print(
                 f"  round {round_no} {spec.name:<21} {scenario.name:<22} "
-                f"{r.requests_per_s:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
-                f"{r.tasks_per_s:8.0f} tasks/s  lag {r.drain_lag_s:5.2f} s  "
-                f"lines {r.lines_written}/{r.tasks_expected}"
+                f"{r.ok_per_s:6.0f} 2xx/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
+                f"{r.tasks_per_s:6.0f} tasks/s  lag {r.drain_lag_s:5.2f} s  "
+                f"lines {r.lines_written}/{r.tasks_expected}  other load {r.other_load_cores:.2f}"
                 + (f"  rejected {r.rejected}" if r.rejected else "")
                 + (f"  errors {r.errors}" if r.errors else ""),
                 flush=True,
@@ -583,297 +395,312 @@ def run_app(
             results.append(r)
         peak_rss_kb = proc_status(server.proc.pid, "VmHWM")
     finally:
-        code = server.stop()
+        code, sink = server.stop()
+    requests = sum(r.requests for r in results) + opts.warmup * len({s.path for s in scenarios})
+    if sink.get("spans") is not None and results:
+        sink["spans_per_request"] = sink["spans"] / requests
     return results, {
         "app": spec.name,
         "round": round_no,
+        "command": server.command[2:],
         "peak_rss_kb": peak_rss_kb,
         "exit_code": code,
+        "otlp_sink": sink,
     }
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- summary
 
 METRICS = (
-    "requests_per_s",
+    "ok_per_s",
+    "responses_per_s",
     "p50_ms",
     "p99_ms",
     "tasks_per_s",
     "drain_lag_s",
     "server_cpu_us_per_request",
+    "sink_cpu_us_per_request",
+    "other_load_cores",
+    "stdout_bytes_per_request",
 )
-RATIO_METRICS = ("requests_per_s", "p50_ms", "p99_ms", "tasks_per_s", "server_cpu_us_per_request")
+RATIO_METRICS = ("ok_per_s", "tasks_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")
 
 
-def median_of(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.median(values) if values else None
+def median_of(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def summarise(
     runs: list[ScenarioResult], servers: list[dict[str, Any]], apps: list[str]
 ) -> dict[str, Any]:
-    rows = [asdict(r) for r in runs]
-    summary: dict[str, Any] = {}
+    medians: dict[str, Any] = {}
     for app in apps:
-        summary[app] = {
-            "peak_rss_mb": (median_of([s for s in servers if s["app"] == app], "peak_rss_kb") or 0)
-            / 1024
+        mine_servers = [s for s in servers if s["app"] == app]
+        entry: dict[str, Any] = {
+            "peak_rss_mb": (median_of([s["peak_rss_kb"] for s in mine_servers]) or 0) / 1024,
+            "spans_per_request": median_of(
+                [s["otlp_sink"].get("spans_per_request") for s in mine_servers]
+            ),
         }
         for scenario in SCENARIOS:
-            mine = [r for r in rows if r["app"] == app and r["scenario"] == scenario]
+            mine = [r for r in runs if r.app == app and r.scenario == scenario]
             if not mine:
                 continue
-            entry = {m: median_of(mine, m) for m in METRICS}
-            entry["stdout_bytes_per_request"] = median_of(mine, "stdout_bytes_per_request")
-            entry["rejected"] = sum(r["rejected"] for r in mine)
-            entry["errors"] = sum(r["errors"] for r in mine)
-            entry["lost"] = sum(r["lost"] for r in mine)
-            summary[app][scenario] = entry
-    ratios: dict[str, dict[str, Any]] = {}
-    for baseline in BASELINES:
-        if baseline not in summary:
+            per: dict[str, Any] = {m: median_of([getattr(r, m) for r in mine]) for m in METRICS}
+            per["rejected"] = sum(r.rejected for r in mine)
+            per["errors"] = sum(r.errors for r in mine)
+            per["lost"] = sum(r.lost for r in mine)
+            per["requests"] = sum(r.requests for r in mine)
+            entry[scenario] = per
+        medians[app] = entry
+    # per-round pairs: app / tutorial of the same round, then the median over rounds
+    ratios: dict[str, Any] = {}
+    base = {(r.scenario, r.round): r for r in runs if r.app == BASELINE}
+    for app in apps:
+        if app == BASELINE:
             continue
-        base = summary[baseline]
-        ratios[baseline] = {}
-        for app in apps:
-            if app == baseline or (baseline != "tutorial" and app.startswith("tutorial")):
+        ratios[app] = {}
+        for scenario in SCENARIOS:
+            pairs = [
+                (r, base[(scenario, r.round)])
+                for r in runs
+                if r.app == app and r.scenario == scenario and (scenario, r.round) in base
+            ]
+            if not pairs:
                 continue
-            r: dict[str, Any] = {"peak_rss": summary[app]["peak_rss_mb"] / base["peak_rss_mb"]}
-            for scenario in SCENARIOS:
-                if scenario in summary[app] and scenario in base:
-                    r[scenario] = {
-                        m: summary[app][scenario][m] / base[scenario][m]
-                        for m in RATIO_METRICS
-                        if base[scenario][m]
-                    }
-            ratios[baseline][app] = r
-    return {
-        "medians": summary,
-        "ratios_vs_tutorial": ratios.get("tutorial", {}),
-        "ratios_vs_tutorial_instrumented": ratios.get("tutorial-instrumented", {}),
-    }
+            ratios[app][scenario] = {
+                m: median_of([getattr(a, m) / getattr(b, m) for a, b in pairs if getattr(b, m)])
+                for m in RATIO_METRICS
+            } | {"pairs": len(pairs)}
+    return {"medians": medians, "ratios_vs_tutorial": ratios}
 
 
-def machine_info(loadgen: str) -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-
-    def version(pkg: str) -> str:
-        try:
-            return importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            return "-"
-
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        except OSError:
-            return ""
-
-    wrk_version = ""
-    if loadgen == "wrk":
-        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
-        wrk_version = (out.stdout or out.stderr).splitlines()[0]
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "fastapi": version("fastapi"),
-        "starlette": version("starlette"),
-        "uvicorn": version("uvicorn"),
-        "loadgen": loadgen,
-        "wrk": wrk_version,
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain")),
-    }
+# --------------------------------------------------------------------------- report
 
 
-def fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
+def _goal(app: str, scenario: str, ratio: float | None) -> str:
+    goal = GOALS.get(app)
+    if goal is None or ratio is None or scenario != PRIMARY:
+        return "-"
+    return f">= {goal:.2f}: {'met' if ratio >= goal else 'not met'}"
 
 
-def markdown(result: dict[str, Any]) -> str:
-    m, cfg = result["machine"], result["config"]
-    medians = result["summary"]["medians"]
-    notes = {
-        "tutorial": "`tutorial`: the tutorial app, uninstrumented",
-        "tutorial-instrumented": "`tutorial-instrumented`: the same with "
-        "prometheus-fastapi-instrumentator (HTTP metrics, `/metrics`) and "
-        "opentelemetry-instrumentation-fastapi (request spans, SDK TracerProvider, no exporter); "
-        "no access log; background tasks unobserved",
-        "ours": "`ours`: the service, JSON logs to a file",
-        "ours-devnull": "`ours-devnull`: JSON logs to /dev/null",
-    }
+def _p99_goal(app: str, scenario: str, ratio: float | None) -> str:
+    if not app.startswith("ours") or ratio is None or scenario not in (PRIMARY, PACED):
+        return "-"
+    return f"<= {P99_GOAL}: {'met' if ratio <= P99_GOAL else 'not met'}"
+
+
+def markdown(part: dict[str, Any]) -> str:
+    cfg = part["config"]
+    medians = part["summary"]["medians"]
+    ratios = part["summary"]["ratios_vs_tutorial"]
     out = [
-        "# Throughput: service vs tutorial app (bare and with the usual instrumentation)",
+        "## Throughput: the service vs the bare tutorial app",
         "",
-        f"- date: {m['date']}; machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}",
-        f"- Python {m['python']}, FastAPI {m['fastapi']}, Starlette {m['starlette']}, "
-        f"uvicorn {m['uvicorn']} (one worker, `--log-level warning`)",
-        f"- git {m['git_commit']}{' (dirty tree)' if m['git_dirty'] else ''}",
-        f"- load: {cfg['requests']} requests per scenario, concurrency {cfg['concurrency']}, "
-        f"warm-up {cfg['warmup']}, generator `{m['loadgen']}`"
-        + (f" ({m['wrk']})" if m["wrk"] else "")
-        + f"; median of {cfg['rounds']} rounds (order alternating)",
-        "- "
-        + "; ".join(notes[a] for a in medians if a in notes)
-        + ". tasks/s = tasks / (first request .. last task line in log.txt); "
-        "lag = last response .. last task line.",
+        f"Load: `{cfg['loadgen']}`"
+        + (" (1 thread)" if cfg["loadgen"] == "wrk" else "")
+        + f", {cfg['concurrency']} connections, {cfg['requests']} requests per app, scenario "
+        f"and round after {cfg['warmup']} warm-up requests; {cfg['rounds']} rounds, each app "
+        "started afresh per round, order alternating. uvicorn: one process, "
+        f"`{' '.join(cfg['uvicorn_options'])}`. Service settings: defaults "
+        "(`NOTIFY_TASK_CONCURRENCY=8`, `NOTIFY_TASK_BACKLOG=10000`).",
         "",
-        "| app | scenario | req/s | p50 ms | p99 ms | tasks/s | lag s | CPU µs/req | "
-        "log B/req | lines lost | rejected |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Scenarios: `send-notification` (`POST /send-notification/user@example.com`, one task "
+        "a request; the main row) and `advanced-notification` (`POST "
+        "/advanced-notification/user@example.com?q=x`, two tasks) as fast as each app answers "
+        "(closed loop: each app at its own saturation); `send-notification-paced`: "
+        f"{cfg.get('paced_requests')} requests offered at about {cfg.get('paced_rate')} req/s to "
+        "every app (each connection waits a jittered connections/rate before each request), "
+        "so its latencies compare apps at the same load.",
+        "",
+        *(f"- `{app}`: {APPS[app].about}" for app in medians),
+        "",
+        "Columns: **2xx/s** = accepted (2xx) responses per second of the load; **rejected** = "
+        "non-2xx responses (503: backlog full), summed over rounds; **tasks/s** = accepted tasks "
+        "/ (first request .. last task line in `log.txt`), work actually done; **lag** = last "
+        "response .. last task line; **CPU µs/req** = server process user+system CPU over load "
+        "and drain / requests; **sink** = the OTLP receiver's CPU µs/req; **spans/req** = spans "
+        "the receiver got per request; **other load** = CPU cores the rest of the machine was "
+        "busy (noise: should be ~0). Medians over rounds.",
+        "",
+        "| app | scenario | 2xx/s | rejected | p50 ms | p99 ms | tasks/s | lag s | CPU µs/req | "
+        "sink µs/req | spans/req | log B/req | lost | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for app, per_app in medians.items():
         for scenario in SCENARIOS:
             if scenario not in per_app:
                 continue
             e = per_app[scenario]
-            # the tutorial apps log nothing to stdout
-            log_bytes = (
-                "-" if app.startswith("tutorial") else fmt(e["stdout_bytes_per_request"], ".0f")
-            )
+            is_ours = APPS[app].factory
             out.append(
-                f"| {app} | {scenario} | {fmt(e['requests_per_s'], '.0f')} | "
+                f"| {app} | {scenario} | {fmt(e['ok_per_s'], '.0f')} | {e['rejected']} | "
                 f"{fmt(e['p50_ms'], '.2f')} | {fmt(e['p99_ms'], '.2f')} | "
                 f"{fmt(e['tasks_per_s'], '.0f')} | {fmt(e['drain_lag_s'], '.2f')} | "
                 f"{fmt(e['server_cpu_us_per_request'], '.0f')} | "
-                f"{log_bytes} | "
-                f"{e['lost']} | {e['rejected']} |"
+                f"{fmt(e['sink_cpu_us_per_request'], '.0f') if APPS[app].otlp else '-'} | "
+                f"{fmt(per_app['spans_per_request'], '.2f') if APPS[app].otlp else '-'} | "
+                f"{fmt(e['stdout_bytes_per_request'], '.0f') if is_ours else '-'} | "
+                f"{e['lost']} | {fmt(e['other_load_cores'], '.2f')} |"
+            )
+    out += [
+        "",
+        "Ratios to `tutorial`, median over rounds of the per-round pair (app / tutorial of the "
+        "same round). **req/s** = 2xx/s ratio (the issue's throughput goal, on "
+        f"`{PRIMARY}`); **goodput** = tasks/s ratio; latency and CPU: lower is better.",
+        "",
+        "| app | scenario | req/s (2xx) | goal | goodput (tasks/s) | p50 | p99 | p99 goal | "
+        "CPU/req | pairs |",
+        "|---|---|---:|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for app, per_app in ratios.items():
+        for scenario in SCENARIOS:
+            if scenario not in per_app:
+                continue
+            x = per_app[scenario]
+            out.append(
+                f"| {app} | {scenario} | {fmt(x['ok_per_s'], '.2f')} | "
+                f"{_goal(app, scenario, x['ok_per_s'])} | {fmt(x['tasks_per_s'], '.2f')} | "
+                f"{fmt(x['p50_ms'], '.2f')} | {fmt(x['p99_ms'], '.2f')} | "
+                f"{_p99_goal(app, scenario, x['p99_ms'])} | "
+                f"{fmt(x['server_cpu_us_per_request'], '.2f')} | {x['pairs']} |"
             )
     out += ["", "| app | peak RSS (VmHWM) MB |", "|---|---:|"]
     out += [f"| {app} | {per_app['peak_rss_mb']:.1f} |" for app, per_app in medians.items()]
-    for key, baseline in (
-        ("ratios_vs_tutorial", "tutorial"),
-        ("ratios_vs_tutorial_instrumented", "tutorial-instrumented"),
-    ):
-        ratios = result["summary"].get(key)
-        if not ratios:
-            continue
-        out += [
-            "",
-            f"Ratios app / {baseline} (req/s and tasks/s: higher is better; latency, CPU, RSS: "
-            "lower is better):",
-            "",
-            "| app | scenario | req/s | p50 | p99 | tasks/s | CPU/req | RSS |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for app, r in ratios.items():
-            for scenario in SCENARIOS:
-                if scenario not in r:
-                    continue
-                x = r[scenario]
-                out.append(
-                    f"| {app} | {scenario} | {fmt(x.get('requests_per_s'), '.2f')} | "
-                    f"{fmt(x.get('p50_ms'), '.2f')} | {fmt(x.get('p99_ms'), '.2f')} | "
-                    f"{fmt(x.get('tasks_per_s'), '.2f')} | "
-                    f"{fmt(x.get('server_cpu_us_per_request'), '.2f')} | "
-                    f"{r['peak_rss']:.2f} |"
-                )
+    lost = [r for r in part["runs"] if r["lost"]]
+    if lost:
+        out += ["", f"**{len(lost)} run(s) lost task lines** (see `runs` in the JSON)."]
     return "\n".join(out) + "\n"
 
 
-# --------------------------------------------------------------------------- main
+# --------------------------------------------------------------------------- part
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=8_000, help="per scenario and run")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=500, help="requests per scenario")
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("throughput")
+    group.add_argument("--requests", type=int, help="per app, scenario and round (8000)")
+    group.add_argument("--concurrency", type=int, default=32)
+    group.add_argument("--rounds", type=int, help="rounds (pairs with tutorial) (3)")
+    group.add_argument("--warmup", type=int, help="warm-up requests per scenario (500)")
+    group.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    group.add_argument(
         "--apps", default=",".join(DEFAULT_APPS), help="comma-separated, of: " + ", ".join(APPS)
     )
-    parser.add_argument("--drain-timeout", type=float, default=120.0)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest")
-    args = parser.parse_args()
+    group.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS)
+    )
+    group.add_argument("--drain-timeout", type=float, default=120.0)
+    group.add_argument(
+        "--paced-rate", type=float, default=200.0, help="req/s offered in the paced scenario"
+    )
+    group.add_argument("--paced-requests", type=int, help="requests of the paced scenario (2000)")
 
-    loadgen = args.loadgen
-    if loadgen == "auto":
-        loadgen = "wrk" if shutil.which("wrk") else "python"
-    apps = [a for a in args.apps.split(",") if a]
-    for a in apps:
-        if a not in APPS:
-            parser.error(f"unknown app {a!r}")
-    info = machine_info(loadgen)
+
+def defaults(opts: argparse.Namespace) -> None:
+    quick = opts.quick
+    if opts.requests is None:
+        opts.requests = 1500 if quick else 8000
+    if opts.rounds is None:
+        opts.rounds = 1 if quick else 3
+    if opts.warmup is None:
+        opts.warmup = 200 if quick else 500
+    if opts.paced_requests is None:
+        opts.paced_requests = 600 if quick else 2000
+
+
+def resolve_loadgen(kind: str) -> str:
+    import shutil
+
+    if kind == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    return kind
+
+
+def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    defaults(opts)
+    apps = [a for a in opts.apps.split(",") if a]
+    unknown = [a for a in apps if a not in APPS]
+    if unknown:
+        raise SystemExit(f"unknown app(s) {unknown}; known: {', '.join(APPS)}")
+    if BASELINE not in apps:
+        apps.insert(0, BASELINE)
+    scenarios = [SCENARIOS[s] for s in opts.scenarios.split(",") if s]
+    kind = resolve_loadgen(opts.loadgen)
+    load = LoadGenerator(kind, tmp)
     print(
-        f"bench: {info['nproc']} CPUs, Python {info['python']}, load generator {loadgen}, "
-        f"{args.requests} requests x {len(SCENARIOS)} scenarios x {len(apps)} apps "
-        f"x {args.rounds} rounds, concurrency {args.concurrency}",
+        f"throughput: load generator {kind}, {opts.requests} requests x {len(scenarios)} "
+        f"scenarios x {len(apps)} apps x {opts.rounds} rounds, concurrency {opts.concurrency}",
         flush=True,
     )
     runs: list[ScenarioResult] = []
     servers: list[dict[str, Any]] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmpdir:
-        tmp = Path(tmpdir)
-        wrk_script = None
-        if loadgen == "wrk":
-            wrk_script = tmp / "bench.lua"
-            wrk_script.write_text(WRK_LUA)
-        for round_no in range(args.rounds):
-            order = apps if round_no % 2 == 0 else apps[::-1]
-            scenarios = list(SCENARIOS.values())
-            if round_no % 2:
-                scenarios.reverse()
-            for app in order:
-                results, server_info = run_app(
-                    APPS[app], scenarios, args, round_no, wrk_script, tmp
-                )
-                runs += results
-                servers.append(server_info)
-    elapsed = time.monotonic() - started
-
-    result = {
-        "machine": info,
+    for round_no in range(opts.rounds):
+        order = apps if round_no % 2 == 0 else apps[::-1]
+        ordered = scenarios if round_no % 2 == 0 else scenarios[::-1]
+        for app in order:
+            results, server_info = run_app(APPS[app], ordered, opts, round_no, load, tmp)
+            runs += results
+            servers.append(server_info)
+    with contextlib.suppress(OSError):
+        (tmp / "bench.lua").unlink()
+    return {
         "config": {
-            "requests": args.requests,
-            "concurrency": args.concurrency,
-            "rounds": args.rounds,
-            "warmup": args.warmup,
+            "loadgen": kind,
+            "requests": opts.requests,
+            "concurrency": opts.concurrency,
+            "rounds": opts.rounds,
+            "warmup": opts.warmup,
+            "paced_rate": opts.paced_rate,
+            "paced_requests": opts.paced_requests,
             "apps": apps,
-            "scenarios": {s.name: asdict(s) for s in SCENARIOS.values()},
-            "elapsed_seconds": round(elapsed, 1),
+            "app_env": {a: APPS[a].env for a in apps},
+            "scenarios": {s.name: asdict(s) for s in scenarios},
+            "uvicorn_options": uvicorn_options(),
+            "elapsed_seconds": round(time.monotonic() - started, 1),
         },
         "summary": summarise(runs, servers, apps),
         "runs": [asdict(r) for r in runs],
         "servers": servers,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    json_path = args.output.with_suffix(".json")
-    md_path = args.output.with_suffix(".md")
-    json_tmp = json_path.with_suffix(".json.tmp")
-    json_tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    json_tmp.replace(json_path)
-    text = markdown(result)
-    md_path.write_text(text)
-    print()
-    print(text)
-    shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
-    print(f"wrote {shown}, {md_path.name}; {elapsed:.0f} s")
 
-    lost = [r for r in runs if r.lost != 0]
-    if lost:
-        for r in lost:
-            print(
-                f"LOST: {r.app} {r.scenario} round {r.round}: "
-                f"{r.lines_written} lines for {r.tasks_expected} accepted tasks",
-                file=sys.stderr,
+
+def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(goal, measured, met) rows for the summary table."""
+    rows: list[tuple[str, str, bool | None]] = []
+    ratios = part["summary"]["ratios_vs_tutorial"]
+    for app, goal in GOALS.items():
+        x = ratios.get(app, {}).get(PRIMARY)
+        if x is None:
+            continue
+        r, p99 = x["ok_per_s"], x["p99_ms"]
+        rows.append(
+            (
+                f"`{app}`: 2xx req/s >= {goal:.2f} of `tutorial` (`{PRIMARY}`)",
+                f"{fmt(r, '.2f')} (goodput {fmt(x['tasks_per_s'], '.2f')})",
+                None if r is None else r >= goal,
             )
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        )
+        rows.append(
+            (
+                f"`{app}`: p99 <= {P99_GOAL}x `tutorial`'s (`{PRIMARY}`, each at its own "
+                "saturation)",
+                fmt(p99, ".2f"),
+                None if p99 is None else p99 <= P99_GOAL,
+            )
+        )
+        paced = ratios.get(app, {}).get(PACED)
+        if paced is not None:
+            p99 = paced["p99_ms"]
+            rate = part["config"].get("paced_rate")
+            rows.append(
+                (
+                    f"`{app}`: p99 <= {P99_GOAL}x `tutorial`'s at the same load (`{PACED}`, "
+                    f"~{rate:g} req/s)",
+                    fmt(p99, ".2f"),
+                    None if p99 is None else p99 <= P99_GOAL,
+                )
+            )
+    return rows

@@ -1,0 +1,140 @@
+"""Part ``memory``: the service's RSS over 10^5 tasks, via HTTP.
+
+The service runs as in the throughput part (``ours-sampled-100``: everything on, every span
+exported to a local OTLP receiver, JSON logs to a file). wrk sends
+``POST /send-notification/{email}`` in chunks; after each chunk the harness waits until every
+accepted task has written its line, then reads the server's ``VmRSS``. The first
+``--memory-warmup`` tasks are the warm-up (at least the task journal's capacity,
+``NOTIFY_TASK_HISTORY_SIZE`` = 10000 by default, so that the bounded journal is full); growth is
+the RSS at the end over the RSS after the warm-up (goal: < 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import LineCounter, proc_status
+from bench.load import LoadGenerator
+from bench.throughput import APPS, SCENARIOS, Server, resolve_loadgen
+
+APP = "ours-sampled-100"
+GOAL_PERCENT = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("memory")
+    group.add_argument("--memory-tasks", type=int, help="tasks in all (100000)")
+    group.add_argument("--memory-warmup", type=int, help="tasks before the baseline (20000)")
+    group.add_argument("--memory-chunk", type=int, help="requests per chunk (10000)")
+    group.add_argument("--memory-app", default=APP, help="app of the throughput part")
+
+
+def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    total = opts.memory_tasks or (15_000 if opts.quick else 100_000)
+    warmup = opts.memory_warmup or (10_000 if opts.quick else 20_000)
+    chunk = opts.memory_chunk or (2_500 if opts.quick else 10_000)
+    concurrency = getattr(opts, "concurrency", 32)
+    spec = APPS[opts.memory_app]
+    scenario = SCENARIOS["send-notification"]
+    kind = resolve_loadgen(getattr(opts, "loadgen", "auto"))
+    load = LoadGenerator(kind, tmp)
+    server = Server(spec, tmp / "server", keep_spans=False)
+    samples: list[dict[str, float]] = []
+    tasks = rejected = 0
+    baseline_kb: int | None = None
+    started = time.monotonic()
+    print(f"memory: {spec.name}, {total} tasks ({warmup} warm-up), chunks of {chunk}", flush=True)
+    try:
+        counter = LineCounter(server.log_txt)
+        while tasks < total:
+            result = load.run(server.port, scenario.path, min(chunk, total - tasks), concurrency)
+            tasks += result.ok
+            rejected += result.rejected
+            if counter.wait_for(tasks, 120) is None:
+                raise RuntimeError(f"memory: tasks did not finish ({counter.count()}/{tasks})")
+            rss = proc_status(server.proc.pid, "VmRSS")
+            samples.append(
+                {"tasks": tasks, "rss_mb": rss / 1024, "seconds": time.monotonic() - started}
+            )
+            if baseline_kb is None and tasks >= warmup:
+                baseline_kb = rss
+                print(f"  memory after {tasks} tasks (warm-up): {rss / 1024:.1f} MB", flush=True)
+        end_kb = proc_status(server.proc.pid, "VmRSS")
+        peak_kb = proc_status(server.proc.pid, "VmHWM")
+        lines = counter.count()
+    finally:
+        code, sink = server.stop()
+    if baseline_kb is None:
+        raise RuntimeError("memory: fewer tasks than the warm-up")
+    growth = (end_kb - baseline_kb) / baseline_kb * 100
+    print(
+        f"  memory after {tasks} tasks: {end_kb / 1024:.1f} MB, growth {growth:+.1f}% "
+        f"(peak {peak_kb / 1024:.1f} MB)",
+        flush=True,
+    )
+    return {
+        "config": {
+            "app": spec.name,
+            "tasks": total,
+            "warmup_tasks": warmup,
+            "chunk_requests": chunk,
+            "concurrency": concurrency,
+            "loadgen": kind,
+            "goal_percent": GOAL_PERCENT,
+        },
+        "tasks": tasks,
+        "lines_written": lines,
+        "rejected": rejected,
+        "baseline_rss_mb": baseline_kb / 1024,
+        "end_rss_mb": end_kb / 1024,
+        "peak_rss_mb": peak_kb / 1024,
+        "growth_percent": growth,
+        "seconds": time.monotonic() - started,
+        "samples": samples,
+        "exit_code": code,
+        "otlp_sink": sink,
+    }
+
+
+def markdown(part: dict[str, Any]) -> str:
+    cfg = part["config"]
+    growth = part["growth_percent"]
+    verdict = "met" if growth < cfg["goal_percent"] else "not met"
+    curve = ", ".join(f"{s['tasks'] // 1000}k: {s['rss_mb']:.1f}" for s in part["samples"])
+    return "\n".join(
+        [
+            "## Memory: RSS over many tasks",
+            "",
+            f"`{cfg['app']}` (everything on, spans exported), `POST /send-notification/{{email}}` "
+            f"by `{cfg['loadgen']}` in chunks of {cfg['chunk_requests']} requests at concurrency "
+            f"{cfg['concurrency']}; RSS read after each chunk's tasks all wrote their line. "
+            f"Baseline after the first {cfg['warmup_tasks']} tasks (warm-up, fills the "
+            "10000-entry task journal).",
+            "",
+            "| tasks | rejected | lines written | RSS after warm-up MB | RSS at end MB | "
+            "growth | goal | peak RSS MB | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+            f"| {part['tasks']} | {part['rejected']} | {part['lines_written']} | "
+            f"{part['baseline_rss_mb']:.1f} | {part['end_rss_mb']:.1f} | {growth:+.1f}% | "
+            f"< {cfg['goal_percent']:g}%: {verdict} | {part['peak_rss_mb']:.1f} | "
+            f"{part['seconds']:.0f} |",
+            "",
+            f"RSS (MB) by tasks done: {curve}.",
+            "",
+        ]
+    )
+
+
+def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    growth = part["growth_percent"]
+    return [
+        (
+            f"RSS growth < {part['config']['goal_percent']:g}% over {part['tasks']} tasks "
+            "after warm-up",
+            f"{growth:+.1f}%",
+            growth < part["config"]["goal_percent"],
+        )
+    ]
