@@ -40,7 +40,8 @@ def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
 # Fields whose values this package produces itself (ids, clocks, enumerations): never user text.
 _OWN_FIELDS = frozenset(
     {
-        "timestamp", "level", "logger", "trace_id", "span_id", "task_id", "backend", "outcome",
+        "timestamp", "level", "logger", "trace_id", "span_id", "task", "task_id", "backend",
+        "outcome",
         "started_at", "finished_at", "enqueued_at", "duration_seconds", "queue_wait_seconds",
     }
 )  # fmt: skip
