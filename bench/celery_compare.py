@@ -35,7 +35,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, LineCounter, children, free_port, tree_cpu_seconds, wait_exit
+from bench.common import (
+    ROOT,
+    LineCounter,
+    children,
+    free_port,
+    selection,
+    tree_cpu_seconds,
+    wait_exit,
+)
 from bench.otlp_sink import Sink
 
 SAMPLED_10 = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
@@ -114,8 +122,8 @@ class Redis:
 
 
 def project_conf(url: str) -> dict[str, Any]:
+    from service.celery_app import create_celery_app
     from service.settings import Settings
-    from service.worker import create_celery_app
 
     app = create_celery_app(Settings(broker_url=url))
     return {k: app.conf[k] for k in PROJECT_CONF_KEYS if k in app.conf}
@@ -125,18 +133,11 @@ def publish(worker: str, url: str, count: int, conf: dict[str, Any]) -> float:
     """Put ``count`` messages for ``worker`` in the queue; seconds it took."""
     t0 = time.monotonic()
     if worker.startswith("ours"):
+        from observability.broker import RUN_TASK
         from observability.envelope import TaskEnvelope
+        from service.celery_app import CELERY_QUEUE, create_celery_app
         from service.settings import Settings
-        from service.worker import create_celery_app
 
-        try:
-            from observability.broker import RUN_TASK
-        except ImportError:
-            RUN_TASK = "background_task.run"
-        try:
-            from service.worker import CELERY_QUEUE
-        except ImportError:
-            CELERY_QUEUE = "celery"
         app = create_celery_app(Settings(broker_url=url))
         with app.producer_or_acquire() as producer:
             for _ in range(count):
@@ -282,12 +283,7 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     opts.celery_skip = opts.celery_skip or (100 if opts.quick else 200)
     if not hasattr(opts, "drain_timeout"):
         opts.drain_timeout = 120.0
-    workers = [w for w in opts.celery_workers.split(",") if w]
-    unknown = [w for w in workers if w not in WORKERS]
-    if unknown:
-        raise SystemExit(f"unknown celery worker(s) {unknown}; known: {', '.join(WORKERS)}")
-    if BASELINE not in workers:
-        workers.insert(0, BASELINE)
+    workers = selection(opts.celery_workers, WORKERS, BASELINE, "celery worker(s)")
     print(
         f"celery: {opts.celery_tasks} tasks x {len(workers)} workers x {opts.celery_rounds} "
         f"rounds, --pool {opts.celery_pool} -c {opts.celery_concurrency}",

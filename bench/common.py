@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,15 @@ def wait_exit(proc: subprocess.Popen[Any], timeout: float) -> int | None:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+def selection(names: str, known: Mapping[str, Any], baseline: str, what: str) -> list[str]:
+    """The comma-separated ``names``, all of them ``known`` (else exit saying which are not),
+    with ``baseline`` first when it was left out."""
+    chosen = [name for name in names.split(",") if name]
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what} {unknown}; known: {', '.join(known)}")
+    if baseline not in chosen:
+        chosen.insert(0, baseline)
+    return chosen

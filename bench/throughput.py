@@ -52,6 +52,7 @@ from bench.common import (
     free_port,
     proc_cpu_seconds,
     proc_status,
+    selection,
     wait_exit,
 )
 from bench.load import IDLE_PATH, LoadGenerator, python_load
@@ -620,12 +621,7 @@ def resolve_loadgen(kind: str) -> str:
 
 def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     defaults(opts)
-    apps = [a for a in opts.apps.split(",") if a]
-    unknown = [a for a in apps if a not in APPS]
-    if unknown:
-        raise SystemExit(f"unknown app(s) {unknown}; known: {', '.join(APPS)}")
-    if BASELINE not in apps:
-        apps.insert(0, BASELINE)
+    apps = selection(opts.apps, APPS, BASELINE, "app(s)")
     scenarios = [SCENARIOS[s] for s in opts.scenarios.split(",") if s]
     kind = resolve_loadgen(opts.loadgen)
     load = LoadGenerator(kind, tmp)

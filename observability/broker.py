@@ -117,7 +117,6 @@ class CeleryBackend:
             return {"state": "queued", "error_type": type(value).__name__}
         if state == "FAILURE":
             error_type = type(value).__name__
-            # TimeLimitExceeded: Celery's hard time limit killed the run
             timed_out = isinstance(value, TimeoutError) or error_type in (
                 "TaskTimeout",
                 "TimeLimitExceeded",  # Celery's own, on a run killed at the hard limit

@@ -34,9 +34,24 @@ def _error(status: int, detail: str, limit: int) -> tuple[Message, Message]:
     return start, {"type": "http.response.body", "body": body}
 
 
-def _streams_body(scope: Scope) -> bool:
-    names = {name for name, _ in scope.get("headers", [])}
-    return b"transfer-encoding" in names and b"content-length" not in names
+@dataclass(frozen=True)
+class _Head:
+    """What the limits need of a request's headers, read in one pass."""
+
+    header_bytes: int
+    content_length: bytes | None
+    chunked: bool  # a body without a declared length
+
+    @classmethod
+    def of(cls, scope: Scope) -> "_Head":
+        size, length, transfer_encoding = 0, None, False
+        for name, value in scope.get("headers", []):
+            size += len(name) + len(value) + 4
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                transfer_encoding = True
+        return cls(size, length, transfer_encoding and length is None)
 
 
 async def _read_body(receive: Receive, limit: int) -> list[Message] | None:
@@ -77,13 +92,14 @@ class RequestLimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._check_head(scope)
+        head = _Head.of(scope)
+        refusal = self._check_head(scope, head)
         if refusal is not None:
             for message in refusal:
                 await send(message)
             return
         limit = self.limits.max_body_bytes
-        if _streams_body(scope):  # no length given: read it here, up to the limit
+        if head.chunked:  # no length given: read it here, up to the limit
             buffered = await _read_body(receive, limit)
             if buffered is None:
                 for message in _error(413, "request body too large", limit):
@@ -116,22 +132,20 @@ class RequestLimitsMiddleware:
             for message in _error(413, "request body too large", limit):
                 await send(message)
 
-    def _check_head(self, scope: Scope) -> tuple[Message, Message] | None:
+    def _check_head(self, scope: Scope, head: _Head) -> tuple[Message, Message] | None:
         limits = self.limits
         url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(
             scope.get("query_string", b"")
         )
         if url_bytes > limits.max_url_bytes:
             return _error(414, "request URL (path and query string) too long", limits.max_url_bytes)
-        headers = scope.get("headers", [])
-        if sum(len(name) + len(value) + 4 for name, value in headers) > limits.max_header_bytes:
+        if head.header_bytes > limits.max_header_bytes:
             return _error(431, "request header fields too large", limits.max_header_bytes)
-        for name, value in headers:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    return None  # the server rejects a malformed length itself
-                if declared > limits.max_body_bytes:
-                    return _error(413, "request body too large", limits.max_body_bytes)
+        if head.content_length is not None:
+            try:
+                declared = int(head.content_length)
+            except ValueError:
+                return None  # the server rejects a malformed length itself
+            if declared > limits.max_body_bytes:
+                return _error(413, "request body too large", limits.max_body_bytes)
         return None

@@ -41,8 +41,8 @@ def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
 _OWN_FIELDS = frozenset(
     {
         "timestamp", "level", "logger", "trace_id", "span_id", "task", "task_id", "backend",
-        "outcome",
-        "started_at", "finished_at", "enqueued_at", "duration_seconds", "queue_wait_seconds",
+        "outcome", "started_at", "finished_at", "enqueued_at", "duration_seconds",
+        "queue_wait_seconds",
     }
 )  # fmt: skip
 

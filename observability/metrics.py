@@ -222,21 +222,20 @@ class HttpMetrics:
             multiprocess_mode="livesum",
         )
         # children by label values (bounded: methods are normalised, routes are templates)
-        self._active: dict[str, Any] = {}
-        self._duration: dict[tuple[str, str, str], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Gauge | Histogram, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def active_for(self, method: str) -> Any:
-        child = self._active.get(method)
-        if child is None:
-            child = self._active[method] = self.active.labels(method)
-        return child
+        return self._child(self.active, method)
 
     def duration_for(self, method: str, route: str, status_code: str) -> Any:
-        key = (method, route, status_code)
-        child = self._duration.get(key)
-        if child is None:
-            child = self._duration[key] = self.duration.labels(*key)
-        return child
+        return self._child(self.duration, method, route, status_code)
 
 
 def new_registry() -> CollectorRegistry:

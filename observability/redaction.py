@@ -2,6 +2,7 @@
 redaction of URL query values (which carry message text)."""
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 _EMAIL = re.compile(
@@ -28,15 +29,21 @@ def mask(text: str) -> str:
     return _PHONE.sub(_mask_phone, text)
 
 
-def mask_value(value: Any) -> Any:
-    """Mask strings, and strings inside lists, tuples and dicts; leave other values alone."""
+def _map_strings(value: Any, apply: Callable[[str], str]) -> Any:
+    """``apply`` to strings, and to strings inside lists, tuples and dicts; other values as they
+    are."""
     if isinstance(value, str):
-        return mask(value)
+        return apply(value)
     if isinstance(value, dict):
-        return {key: mask_value(item) for key, item in value.items()}
+        return {key: _map_strings(item, apply) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(mask_value(item) for item in value)
+        return type(value)(_map_strings(item, apply) for item in value)
     return value
+
+
+def mask_value(value: Any) -> Any:
+    """``mask`` strings, and strings inside lists, tuples and dicts."""
+    return _map_strings(value, mask)
 
 
 def _redact_item(match: re.Match[str]) -> str:
@@ -64,10 +71,4 @@ def redact_query_string(query: str) -> str:
 
 def redact_value(value: Any) -> Any:
     """``redact`` strings, and strings inside lists, tuples and dicts."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {key: redact_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(redact_value(item) for item in value)
-    return value
+    return _map_strings(value, redact)

@@ -379,13 +379,18 @@ class TaskRunner:
         finally:
             deadline.cancel()
         if run.outcome == names.OUTCOME_TIMEOUT:
-            self.log.warning(
-                names.EVENT_OVERRAN,
-                task=envelope.name,
-                task_id=envelope.id,
-                overran_seconds=time.perf_counter() - run.started_perf - (run.duration or 0.0),
-                error_type=type(error).__name__ if error else None,
-            )
+            self._log_overran(run, error)
+
+    def _log_overran(self, run: Run, error: BaseException | None) -> None:
+        """A run reported timed out has now returned (``error``: what it raised, if anything)."""
+        self.log.warning(
+            names.EVENT_OVERRAN,
+            task=run.envelope.name,
+            task_id=run.envelope.id,
+            overran_seconds=time.perf_counter() - run.started_perf - (run.duration or 0.0),
+            error_type=type(error).__name__ if error else None,
+            **run.log_ids,
+        )
 
     @staticmethod
     def _expire(run: Run) -> None:
@@ -417,14 +422,7 @@ class TaskRunner:
         finally:
             otel_context.detach(token)
         if not finished and run.outcome == names.OUTCOME_TIMEOUT:
-            self.log.warning(
-                names.EVENT_OVERRAN,
-                task=envelope.name,
-                task_id=envelope.id,
-                overran_seconds=time.perf_counter() - run.started_perf - (run.duration or 0.0),
-                error_type=type(error).__name__ if error else None,
-                **run.log_ids,
-            )
+            self._log_overran(run, error)
         return run
 
     def run_sync(

@@ -3,12 +3,10 @@ spans collected by a real OTLP/HTTP receiver."""
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import (
@@ -16,20 +14,10 @@ from tests.conftest import (
     OtlpReceiver,
     ServiceProcess,
     WorkerProcess,
-    free_port,
     otlp_env,
     span_attributes,
     wait_until,
 )
-
-
-@pytest.fixture
-def broker_url(redis_url: str) -> Iterator[str]:
-    """The session's own Redis, emptied for each test."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield redis_url
-    client.close()
 
 
 @pytest.fixture
@@ -199,7 +187,6 @@ def test_unreachable_broker_is_503_enqueue_error(start_service: Any) -> None:
         == 1
     )
     wait_until(lambda: api.client.get("/readyz").status_code == 503)
-    _ = free_port
 
 
 def test_failed_runs_are_retried_then_fail(

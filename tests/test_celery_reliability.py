@@ -8,11 +8,9 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from celery import Celery
 
@@ -26,15 +24,6 @@ from tests.conftest import (
     wait_until,
 )
 from tests.stack.live import ephemeral_redis, free_port
-
-
-@pytest.fixture
-def broker_url(redis_url: str) -> Iterator[str]:
-    """The session's own Redis, emptied for each test."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield redis_url
-    client.close()
 
 
 def celery_env(tmp_path: Path, broker_url: str, **extra: str) -> dict[str, str]:
