@@ -6,7 +6,6 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 WORKERS ?= 2
-API_METRICS_DIR ?= /tmp/notify-api-metrics
 
 .PHONY: run run-workers worker test lint audit format dashboards bench clean
 
@@ -19,11 +18,10 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/uvicorn --factory service.main:create_app --host $(HOST) --port $(PORT)
 
-# Several API processes: their metrics add up through files in an emptied directory.
+# Several API processes: their metrics add up on their own (see README, Scaling out).
 run-workers: $(BIN)/.installed
-	rm -rf $(API_METRICS_DIR) && mkdir -p $(API_METRICS_DIR)
-	PROMETHEUS_MULTIPROC_DIR=$(API_METRICS_DIR) $(BIN)/uvicorn --factory service.main:create_app \
-		--host $(HOST) --port $(PORT) --workers $(WORKERS)
+	$(BIN)/uvicorn --factory service.main:create_app --host $(HOST) --port $(PORT) \
+		--workers $(WORKERS)
 
 worker: $(BIN)/.installed
 	$(BIN)/celery -A service.worker worker --loglevel=INFO

@@ -5,8 +5,10 @@ first imported, by looking at that environment variable: so a process that must 
 multiprocess mode sets it before anything imports ``prometheus_client``. This module imports
 only the standard library for that reason."""
 
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +28,55 @@ def claim(prefix: str) -> Path:
     path = Path(tempfile.gettempdir()) / f"{prefix}-{os.getpid()}"
     os.environ[ENV] = str(path)
     return path
+
+
+def claim_for_siblings(prefix: str) -> Path | None:
+    """In a process that ``multiprocessing`` started (``uvicorn --workers N`` and ``--reload``
+    spawn their servers so) with no ``PROMETHEUS_MULTIPROC_DIR`` of its own: point it at the
+    directory of its parent's lifetime, ``{tmp}/{prefix}-{parent pid}-{parent start time}``, which
+    every sibling, including one started later to replace a dead one, finds and none empties
+    (no earlier process can have used that name). Directories of supervisors that are gone are
+    removed. Returns the directory in use, or None (single-process mode). Call this before
+    ``prometheus_client`` is imported."""
+    if os.environ.get(ENV):
+        return configured()
+    if "prometheus_client" in sys.modules:
+        return None  # too late: it runs in single-process mode now
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return None
+    root = Path(tempfile.gettempdir())
+    path = root / f"{prefix}-{parent.pid}-{_start_time(parent.pid)}"
+    for other in root.glob(f"{prefix}-*-*"):
+        if other != path and not _owner_alive(other.name.removeprefix(f"{prefix}-")):
+            shutil.rmtree(other, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[ENV] = str(path)
+    return path
+
+
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (``/proc``), or "0" if unknown:
+    with the pid, it names one process's lifetime."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _owner_alive(key: str) -> bool:
+    """Whether ``{pid}-{start time}`` names a process that still runs."""
+    pid, _, started = key.partition("-")
+    if not pid.isdigit():
+        return True  # not one of ours: leave it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _start_time(int(pid)) == started
 
 
 def reset(path: Path) -> None:

@@ -1,29 +1,37 @@
 """The app factory: ``uvicorn --factory service.main:create_app``."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from observability import metrics_dir
 
-from fastapi import FastAPI, Request, Response
-from opentelemetry.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+# Under `uvicorn --workers N` every server process is spawned by uvicorn's supervisor, which runs
+# none of our code: the first of them to import this module names the metrics directory of that
+# supervisor's lifetime, before prometheus-client is imported (it picks its mode then), so that
+# every scrape, whichever process answers it, returns the totals of all.
+metrics_dir.claim_for_siblings("notify-api-metrics")
 
-from observability import metrics_dir, multiprocess, names
-from observability.dispatch import Backend, TaskReleaseMiddleware
-from observability.exposition import metrics_response, serve_metrics
-from observability.inprocess import InProcessBackend
-from observability.journal import TaskJournal
-from observability.limits import RequestLimits, RequestLimitsMiddleware
-from observability.logs import configure_logging, get_logger
-from observability.looplag import LoopLagMonitor
-from observability.metrics import HttpMetrics, TaskMetrics, new_registry
-from observability.middleware import HttpTelemetryMiddleware
-from observability.redaction import redact
-from observability.runner import TaskRunner
-from observability.tracing import create_tracer_provider, shutdown_tracer_provider
-from service.notifications import NotificationService
-from service.routes import build_router
-from service.settings import Settings
-from service.shutdown import GracefulShutdown
+from collections.abc import AsyncIterator  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+
+from fastapi import FastAPI, Request, Response  # noqa: E402
+from opentelemetry.trace import TracerProvider  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from observability import multiprocess, names  # noqa: E402
+from observability.dispatch import Backend, TaskReleaseMiddleware  # noqa: E402
+from observability.exposition import metrics_response, serve_metrics  # noqa: E402
+from observability.inprocess import InProcessBackend  # noqa: E402
+from observability.journal import TaskJournal  # noqa: E402
+from observability.limits import RequestLimits, RequestLimitsMiddleware  # noqa: E402
+from observability.logs import configure_logging, get_logger  # noqa: E402
+from observability.looplag import LoopLagMonitor  # noqa: E402
+from observability.metrics import HttpMetrics, TaskMetrics, new_registry  # noqa: E402
+from observability.middleware import HttpTelemetryMiddleware  # noqa: E402
+from observability.redaction import redact  # noqa: E402
+from observability.runner import TaskRunner  # noqa: E402
+from observability.tracing import create_tracer_provider, shutdown_tracer_provider  # noqa: E402
+from service.notifications import NotificationService  # noqa: E402
+from service.routes import build_router  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.shutdown import GracefulShutdown  # noqa: E402
 
 PROBE_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
@@ -40,8 +48,9 @@ def build_backend(settings: Settings, runner: TaskRunner) -> Backend:
 
 
 def multiprocess_exposition() -> CollectorRegistry | None:
-    """Under ``uvicorn --workers N`` with ``PROMETHEUS_MULTIPROC_DIR`` set (and emptied before
-    the start, see the README), every process serves the totals of all; otherwise None."""
+    """In multiprocess mode (``uvicorn --workers N``: the directory claimed above, or
+    ``PROMETHEUS_MULTIPROC_DIR`` given empty), every process serves the totals of all;
+    otherwise None."""
     path = metrics_dir.configured()
     if path is None or not multiprocess.enabled():
         return None

@@ -24,7 +24,7 @@ from tests.stack.live import api_command, ephemeral_redis, free_port, worker_com
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

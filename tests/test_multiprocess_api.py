@@ -1,6 +1,8 @@
 """The API under ``uvicorn --workers 2`` with the in-process backend: prometheus-client's
-multiprocess mode makes every process serve the totals of all."""
+multiprocess mode makes every process serve the totals of all, with or without a
+``PROMETHEUS_MULTIPROC_DIR`` given."""
 
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -15,35 +17,71 @@ def send_one(url: str) -> int:
 
 
 def test_multiprocess_api_metrics_are_totals_on_every_scrape(tmp_path: Path) -> None:
-    """uvicorn --workers 2: every scrape of /metrics shows all N tasks and requests."""
+    """uvicorn --workers 2 with PROMETHEUS_MULTIPROC_DIR given: every scrape of /metrics shows
+    all N tasks and requests."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     api = ServiceProcess(
         tmp_path, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, ("--workers", "2")
     )
     try:
-        sent = 0
-        for _ in range(20):  # until both processes have served requests
-            statuses = [send_one(api.url) for _ in range(10)]
-            assert statuses == [200] * 10
-            sent += len(statuses)
-            if len(processes_that_enqueued(metrics_dir)) == 2:
-                break
-        assert len(processes_that_enqueued(metrics_dir)) == 2
-        labels = {"task": "write_log", "backend": "inprocess"}
-        wait_until(
-            lambda: api.value("background_task_finished_total", **labels, outcome="success") == sent
-        )
-        route = {"method": "POST", "route": "/send-notification/{email}", "status_code": "200"}
-        for _ in range(10):
-            text = httpx.get(f"{api.url}/metrics", timeout=10).text
-            assert sample(text, "background_task_enqueued_total", labels) == sent
-            assert sample(text, "background_task_finished_total", labels, "success") == sent
-            assert sample(text, "http_server_request_duration_seconds_count", route) == sent
-            assert sample(text, "background_task_in_progress", labels) == 0
-        assert len((api.data_dir / "log.txt").read_text().splitlines()) == sent
+        assert_totals_on_every_scrape(api, metrics_dir)
     finally:
         assert api.stop() == 0
+
+
+def test_workers_add_up_with_no_extra_environment(tmp_path: Path) -> None:
+    """uvicorn --workers 2 with no PROMETHEUS_MULTIPROC_DIR: the server processes claim the
+    directory of their supervisor on their own, and every scrape shows all N tasks."""
+    api = ServiceProcess(tmp_path, {}, ("--workers", "2"))
+    try:
+        tmp = Path(tempfile.gettempdir())
+        pattern = f"notify-api-metrics-{api.process.pid}-*"
+        (metrics_dir,) = wait_until(lambda: list(tmp.glob(pattern)))
+        assert_totals_on_every_scrape(api, metrics_dir)
+    finally:
+        assert api.stop() == 0
+
+
+def test_directories_of_gone_supervisors_are_removed(tmp_path: Path) -> None:
+    """A directory left by a supervisor that is gone is removed when the next one starts; the
+    new one's processes never count its files."""
+    tmp = tmp_path / "tmp"
+    stale = tmp / "notify-api-metrics-999999999-1"  # no such process
+    stale.mkdir(parents=True)
+    (stale / "counter_1.db").write_bytes(b"stale")
+    api = ServiceProcess(tmp_path, {"TMPDIR": str(tmp)}, ("--workers", "2"))
+    try:
+        (metrics_dir,) = wait_until(lambda: list(tmp.glob("notify-api-metrics-*")))
+        assert metrics_dir.name.startswith(f"notify-api-metrics-{api.process.pid}-")
+        assert_totals_on_every_scrape(api, metrics_dir)
+    finally:
+        assert api.stop() == 0
+
+
+def assert_totals_on_every_scrape(api: ServiceProcess, metrics_dir: Path) -> None:
+    """Send requests until both API processes have enqueued tasks, then every one of 10 scrapes
+    (answered by either process) shows the totals."""
+    sent = 0
+    for _ in range(20):  # until both processes have served requests
+        statuses = [send_one(api.url) for _ in range(10)]
+        assert statuses == [200] * 10
+        sent += len(statuses)
+        if len(processes_that_enqueued(metrics_dir)) == 2:
+            break
+    assert len(processes_that_enqueued(metrics_dir)) == 2
+    labels = {"task": "write_log", "backend": "inprocess"}
+    wait_until(
+        lambda: api.value("background_task_finished_total", **labels, outcome="success") == sent
+    )
+    route = {"method": "POST", "route": "/send-notification/{email}", "status_code": "200"}
+    for _ in range(10):
+        text = httpx.get(f"{api.url}/metrics", timeout=10).text
+        assert sample(text, "background_task_enqueued_total", labels) == sent
+        assert sample(text, "background_task_finished_total", labels, "success") == sent
+        assert sample(text, "http_server_request_duration_seconds_count", route) == sent
+        assert sample(text, "background_task_in_progress", labels) == 0
+    assert len((api.data_dir / "log.txt").read_text().splitlines()) == sent
 
 
 def sample(text: str, name: str, labels: dict[str, str], outcome: str | None = None) -> float:

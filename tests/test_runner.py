@@ -151,13 +151,15 @@ def test_concurrency_limit_and_failures_do_not_stop_others() -> None:
     lock = threading.Lock()
     running = peak = 0
     done: list[int] = []
+    first_three = threading.Barrier(3, timeout=30)  # the first runs all wait for each other
 
     def work(i: int) -> None:
         nonlocal running, peak
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.01)
+        if i < 3:
+            first_three.wait()
         with lock:
             running -= 1
         if i == 0:
@@ -199,16 +201,20 @@ def test_drain_drops_what_never_ran_and_refuses_new_work() -> None:
     harness = Harness()
     backend = InProcessBackend(harness.runner, concurrency=1, backlog=100)
 
+    async def block() -> None:
+        await asyncio.Event().wait()  # until cancelled
+
     async def body() -> None:
-        (await backend.admit(batch_of(5, asyncio.sleep, 0.2).calls)).release()
-        await asyncio.sleep(0.05)
+        (await backend.admit(batch_of(5, block).calls)).release()
+        while harness.value("background_task_in_progress", task="block") < 1:
+            await asyncio.sleep(0.01)
         await backend.drain(0.1)
         with pytest.raises(BackendUnavailable):
             await backend.admit(TaskBatch().calls)
 
     run_backend(backend, body)
-    assert harness.value("background_task_dropped_total", task="sleep", reason="shutdown") == 4
-    assert harness.value("background_task_finished_total", task="sleep", outcome="failure") == 1
+    assert harness.value("background_task_dropped_total", task="block", reason="shutdown") == 4
+    assert harness.value("background_task_finished_total", task="block", outcome="failure") == 1
     assert harness.value("background_task_queue_depth", queue="default") == 0
     assert not backend.ready()
 

@@ -51,7 +51,8 @@ def test_no_personal_data_or_message_text_in_any_output(
     for where, text in outputs.items():
         for secret in secrets:
             assert secret not in text, f"{secret!r} found in {where}"
-    assert "c***%40example.org" in outputs["logs"]  # masked, not merely absent
+    # masked, not merely absent (uvicorn < 0.55 logs the path percent-encoded)
+    assert "c***@example.org" in outputs["logs"] or "c***%40example.org" in outputs["logs"]
     assert "msg=***" in outputs["logs"] and "q=***" in outputs["logs"]
 
 
@@ -61,7 +62,8 @@ def test_masking_can_be_turned_off(start_service: Any) -> None:
     service.client.post(f"/send-notification/{EMAIL}")
     service.client.post("/send-sms", params={"phone": PHONE, "msg": "plain"})
     wait_until(lambda: "msg=plain" in service.raw_output())
-    assert "carol.private%40example.org" in service.raw_output()
+    output = service.raw_output()
+    assert "carol.private@example.org" in output or "carol.private%40example.org" in output
 
 
 def test_metrics_token_is_required_and_never_logged(start_service: Any) -> None:
