@@ -49,16 +49,33 @@ def reap_dead(path: Path) -> list[int]:
     return sorted(dead)
 
 
+# A process creates its file empty, then sizes it: until then it holds no value (and can't be
+# read: prometheus-client's reader fails on it, which made a scrape racing a process start a 500).
+_HEADER_BYTES = 8
+
+
+def readable_files(path: Path) -> list[str]:
+    """The metric files in ``path`` that hold values (a file still being created is skipped)."""
+    files = []
+    for file in path.glob("*.db"):
+        try:
+            if file.stat().st_size >= _HEADER_BYTES:
+                files.append(str(file))
+        except FileNotFoundError:  # reaped meanwhile
+            pass
+    return files
+
+
 class MultiProcessMetrics(Collector):
     """The merged metrics of every process writing to ``path``, dead processes reaped first."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._files = MultiProcessCollector(None, path=str(path))  # type: ignore[no-untyped-call]
 
     def collect(self) -> Iterable[Metric]:
         reap_dead(self.path)
-        metrics: Iterable[Metric] = self._files.collect()  # type: ignore[no-untyped-call]
+        files = readable_files(self.path)
+        metrics: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
         return metrics
 
 

@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prometheus_client import generate_latest
+
 from observability import metrics_dir
-from observability.multiprocess import alive, reap_dead
+from observability.multiprocess import alive, exposition_registry, reap_dead
 
 
 def dead_pid() -> int:
@@ -42,3 +44,14 @@ def test_reset_leaves_an_empty_directory(tmp_path: Path) -> None:
     (path / "counter_1.db").write_bytes(b"stale")
     metrics_dir.reset(path)
     assert path.is_dir() and not list(path.iterdir())
+
+
+def test_a_file_still_being_created_does_not_break_the_scrape(tmp_path: Path) -> None:
+    """A process that has created its metric file but not sized it yet (a prefork child
+    starting) is skipped: the scrape still returns everyone else's values, not an error."""
+    script = "from prometheus_client import Counter; Counter('runs', 'Runs.').inc(3)"
+    env = os.environ | {metrics_dir.ENV: str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    (tmp_path / "counter_999999999.db").write_bytes(b"")  # created, not sized yet
+    text = generate_latest(exposition_registry(tmp_path)).decode()
+    assert "runs_total 3.0" in text

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from observability.multiprocess import readable_files
 from tests.conftest import ServiceProcess, sample_value, wait_until
 
 
@@ -92,10 +93,12 @@ def sample(text: str, name: str, labels: dict[str, str], outcome: str | None = N
 def processes_that_enqueued(metrics_dir: Path) -> set[str]:
     """Pids whose counter file has enqueued a task (prometheus-client's own file reader)."""
     pids = set()
-    for file in metrics_dir.glob("counter_*.db"):
-        for family in MultiProcessCollector.merge([str(file)], accumulate=False):
+    for file in readable_files(metrics_dir):
+        if not Path(file).name.startswith("counter_"):
+            continue
+        for family in MultiProcessCollector.merge([file], accumulate=False):
             if family.name == "background_task_enqueued" and any(
                 s.value > 0 for s in family.samples
             ):
-                pids.add(file.stem.split("_", 1)[1])
+                pids.add(Path(file).stem.split("_", 1)[1])
     return pids
