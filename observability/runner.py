@@ -5,6 +5,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import logging
 import threading
 import time
 import traceback
@@ -101,6 +102,7 @@ class TaskRunner:
         failure_sink: FailureSink | None = None,
         span_kind: SpanKind = SpanKind.INTERNAL,
         link_parent: bool = False,
+        lifecycle_events: bool = False,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
@@ -111,6 +113,16 @@ class TaskRunner:
         self.span_kind = span_kind
         self.link_parent = link_parent
         self.log = get_logger("observability.runner", backend=backend)
+        # task.enqueued and task.started: INFO with ``lifecycle_events``, else DEBUG (the
+        # terminal event carries every timestamp of the run); None when filtered out, so that
+        # their fields are not even worked out
+        self._lifecycle: Callable[..., Any] | None = (
+            self.log.info
+            if lifecycle_events
+            else self.log.debug
+            if self.log.is_enabled_for(logging.DEBUG)
+            else None
+        )
 
     # -- before a run -------------------------------------------------------------------------
 
@@ -121,12 +133,13 @@ class TaskRunner:
             self.journal.add(
                 TaskRecord(envelope.id, envelope.name, self.backend, "queued", envelope.enqueued_at)
             )
-        self.log.info(
-            names.EVENT_ENQUEUED,
-            task=envelope.name,
-            task_id=envelope.id,
-            enqueued_at=iso(envelope.enqueued_at),
-        )
+        if self._lifecycle is not None:
+            self._lifecycle(
+                names.EVENT_ENQUEUED,
+                task=envelope.name,
+                task_id=envelope.id,
+                enqueued_at=iso(envelope.enqueued_at),
+            )
 
     def dropped(
         self,
@@ -188,14 +201,15 @@ class TaskRunner:
                 started_at=run.started_at,
                 queue_wait_seconds=run.queue_wait,
             )
-        self.log.info(
-            names.EVENT_STARTED,
-            task=envelope.name,
-            task_id=envelope.id,
-            started_at=iso(started_at),
-            queue_wait_seconds=queue_wait,
-            **run.log_ids,
-        )
+        if self._lifecycle is not None:
+            self._lifecycle(
+                names.EVENT_STARTED,
+                task=envelope.name,
+                task_id=envelope.id,
+                started_at=iso(started_at),
+                queue_wait_seconds=queue_wait,
+                **run.log_ids,
+            )
         return run
 
     def _start_span(

@@ -88,6 +88,7 @@ def create_app(
         timeout=settings.task_timeout_seconds,
         journal=journal,
         failure_sink=notifications.report_failure,
+        lifecycle_events=settings.log_task_lifecycle,
     )
     task_metrics.declare(notifications.tasks(), settings.task_backend, names.OUTCOMES)
     backend = build_backend(settings, runner)

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
         "INFO"
     )
     access_log: bool = False
+    log_task_lifecycle: bool = False
     task_concurrency: int = Field(8, ge=1)
     task_backlog: int = Field(10000, ge=1)
     shutdown_grace_seconds: float = Field(25.0, ge=0)

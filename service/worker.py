@@ -105,6 +105,7 @@ class Worker:
             failure_sink=service.report_failure,
             span_kind=SpanKind.CONSUMER,
             link_parent=settings.celery_trace_mode == "link",
+            lifecycle_events=settings.log_task_lifecycle,
         )
         tasks = service.tasks()
 

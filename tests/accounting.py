@@ -101,8 +101,12 @@ def books_from_metrics(text: str, backend: str = "inprocess") -> Books:
 
 
 def books_from_logs(logs: list[dict[str, Any]]) -> Books:
-    """Ledgers from the task events (nothing is pending once the process is gone)."""
+    """Ledgers from the task events (nothing is pending once the process is gone). Without
+    ``task.enqueued`` lines (``NOTIFY_LOG_TASK_LIFECYCLE`` off, the default) a task's enqueued
+    count is its ends: the logs alone then can't miss a task, but compared with the metrics'
+    enqueued counter they show whether every enqueued task has its terminal line."""
     ledgers: dict[str, Ledger] = {}
+    lifecycle = any(line.get("event") == "task.enqueued" for line in logs)
     for line in logs:
         event = line.get("event")
         if event == "task.dropped":
@@ -114,6 +118,9 @@ def books_from_logs(logs: list[dict[str, Any]]) -> Books:
             ledger = ledgers.setdefault(line["task"], Ledger())
             name = EVENT_FIELDS[event]
             setattr(ledger, name, getattr(ledger, name) + 1)
+    if not lifecycle:
+        for ledger in ledgers.values():
+            ledger.enqueued = ledger.ended
     return Books(ledgers)
 
 

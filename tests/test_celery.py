@@ -82,9 +82,9 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     attributes = span_attributes(task_span)
     assert attributes["background_task.backend"] == "celery"
     assert attributes["background_task.id"] == task_id
-    started = [e for e in worker.logs() if e.get("event") == "task.started"]
-    started = [e for e in started if e["task"] == "write_log"]  # children run concurrently
-    assert started[0]["trace_id"] == task_span.trace_id.hex()
+    ended = [e for e in worker.logs() if e.get("event") == "task.succeeded"]
+    ended = [e for e in ended if e["task"] == "write_log"]  # children run concurrently
+    assert ended[0]["trace_id"] == task_span.trace_id.hex()
     record = wait_until(lambda: record_in(api, task_id, "succeeded"))
     assert record["name"] == "write_log" and record["backend"] == "celery"
     assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]

@@ -301,10 +301,10 @@ def test_full_disk_fails_runs_visibly_and_recovers(start_service: Any, full_disk
 
 
 def test_sigkill_loses_pending_inprocess_tasks_visibly(start_service: Any, tmp_path: Path) -> None:
-    """SIGKILL loses what was pending in-process (documented); every lost task is visible in
-    the logs as enqueued without an outcome."""
+    """SIGKILL loses what was pending in-process (documented); with the lifecycle events on,
+    every lost task is visible in the logs as enqueued without an outcome."""
     fifo = make_fifo(tmp_path / "data")  # the first run blocks; the rest wait
-    service = start_service(NOTIFY_TASK_CONCURRENCY="1")
+    service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_LOG_TASK_LIFECYCLE="true")
     accepted = [service.client.post("/safe-notify").json()["task_ids"][0] for _ in range(5)]
     wait_until(lambda: events(service, "task.started"))
     service.process.send_signal(signal.SIGKILL)

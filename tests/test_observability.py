@@ -254,9 +254,8 @@ def test_task_span_is_child_of_request_span_and_logs_carry_trace(
     assert attributes["background_task.queue_wait_seconds"] >= 0
     assert task_span.start_time_unix_nano >= server.start_time_unix_nano
     trace_id = task_span.trace_id.hex()
-    started = [e for e in events(service, "task.started") if e["task_id"] == task_id]
     succeeded = [e for e in events(service, "task.succeeded") if e["task_id"] == task_id]
-    assert started[0]["trace_id"] == trace_id
+    assert succeeded[0]["trace_id"] == trace_id
     assert succeeded[0]["span_id"] == task_span.span_id.hex()
     for field in (
         "started_at",
@@ -269,6 +268,31 @@ def test_task_span_is_child_of_request_span_and_logs_carry_trace(
         assert field in succeeded[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", succeeded[0]["timestamp"])
     assert len(otlp_receiver.named("background_task")) == 1  # exactly one span per run
+
+
+def test_lifecycle_events_are_debug_unless_turned_on(start_service: Any) -> None:
+    """By default a run logs one line, its terminal event, carrying every timestamp of the run;
+    task.enqueued and task.started come with NOTIFY_LOG_TASK_LIFECYCLE (at INFO) or at DEBUG."""
+    quiet, lifecycle, debug = (
+        start_service(),
+        start_service(NOTIFY_LOG_TASK_LIFECYCLE="true"),
+        start_service(NOTIFY_LOG_LEVEL="DEBUG"),
+    )
+    for service in (quiet, lifecycle, debug):
+        task_id = service.client.post("/send-notification/a@example.com").json()["task_ids"][0]
+        wait_until(lambda s=service: events(s, "task.succeeded"))
+        (ended,) = events(service, "task.succeeded")
+        assert ended["task_id"] == task_id and ended["level"] == "info"
+        for field in ("started_at", "finished_at", "duration_seconds", "queue_wait_seconds"):
+            assert field in ended
+    assert not events(quiet, "task.enqueued") and not events(quiet, "task.started")
+    for service, level in ((lifecycle, "info"), (debug, "debug")):
+        (enqueued,) = events(service, "task.enqueued")
+        (started,) = events(service, "task.started")
+        (ended,) = events(service, "task.succeeded")
+        assert enqueued["level"] == started["level"] == level
+        assert enqueued["task_id"] == started["task_id"] == ended["task_id"]
+        assert started["trace_id"] == ended["trace_id"] and "enqueued_at" in enqueued
 
 
 def test_openmetrics_serves_trace_exemplars(start_service: Any) -> None:
@@ -366,7 +390,11 @@ def test_sigterm_drains_backlog_and_accounts_every_task(start_service: Any, tmp_
     new tasks are refused; every accepted task runs and writes its line, then the process
     exits."""
     fifo = make_fifo(tmp_path / "data")  # the first run blocks until the reader comes
-    service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_SHUTDOWN_GRACE_SECONDS="120")
+    service = start_service(
+        NOTIFY_TASK_CONCURRENCY="1",
+        NOTIFY_SHUTDOWN_GRACE_SECONDS="120",
+        NOTIFY_LOG_TASK_LIFECYCLE="true",  # the invariant from the logs alone
+    )
     accepted: list[str] = []
     refused = 0
     with httpx.Client(base_url=service.url, timeout=10) as client:
@@ -410,7 +438,11 @@ def test_grace_period_end_drops_what_never_ran(start_service: Any, tmp_path: Pat
     failed, every task that never ran is counted and logged as dropped (reason shutdown, with
     its id and name), and the process exits."""
     make_fifo(tmp_path / "data")  # no reader ever comes: the first run blocks for good
-    service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_SHUTDOWN_GRACE_SECONDS="0.3")
+    service = start_service(
+        NOTIFY_TASK_CONCURRENCY="1",
+        NOTIFY_SHUTDOWN_GRACE_SECONDS="0.3",
+        NOTIFY_LOG_TASK_LIFECYCLE="true",  # the invariant from the logs alone
+    )
     accepted: list[str] = []
     for _ in range(50):
         accepted += service.client.post(
