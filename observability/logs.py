@@ -26,6 +26,11 @@ _STDLIB_LOGGERS = (
 )
 
 
+# Celery's own line per task received and per task succeeded: the runner's events say the same
+# (with timestamps and trace ids), so below DEBUG only their warnings and errors are logged.
+_PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
 def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Add ``trace_id``/``span_id`` (hex) of the current span, if any and not given."""
     if "trace_id" in event_dict:
@@ -96,7 +101,7 @@ def configure_logging(
 ) -> None:
     """One event per line on stdout, for structlog and stdlib loggers alike; personal data
     masked unless ``masking`` is off; uvicorn's access log only with ``access_log`` (it repeats
-    what the request metric and span record)."""
+    what the request metric and span record), Celery's per-task lines only at DEBUG."""
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     stdout = sys.__stdout__ or sys.stdout  # the real stdout, even under Celery's redirection
     last: list[Processor] = [structlog.processors.format_exc_info]
@@ -130,6 +135,9 @@ def configure_logging(
         stdlib_logger.handlers[:] = []
         stdlib_logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = not access_log
+    for name in _PER_TASK_LOGGERS:
+        per_task = logging.WARNING if numeric_level > logging.DEBUG else logging.NOTSET
+        logging.getLogger(name).setLevel(per_task)
 
 
 def get_logger(name: str, **context: Any) -> FilteringBoundLogger:

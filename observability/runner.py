@@ -194,13 +194,10 @@ class TaskRunner:
         series.in_progress.inc()
         series.last_started.set(started_at)
         series.queue_wait.observe(queue_wait, exemplar=run.exemplar)
-        if self.journal is not None:
-            self.journal.update(
-                envelope.id,
-                state="running",
-                started_at=run.started_at,
-                queue_wait_seconds=run.queue_wait,
-            )
+        record = None if self.journal is None else self.journal.get(envelope.id)
+        if record is not None:
+            record.state, record.started_at = "running", started_at
+            record.queue_wait_seconds = queue_wait
         if self._lifecycle is not None:
             self._lifecycle(
                 names.EVENT_STARTED,
@@ -253,14 +250,10 @@ class TaskRunner:
             error_type = "TimeoutError"
         if error_type is not None and outcome != names.OUTCOME_SUCCESS:
             self.metrics.failures.labels(*series.labels, error_type).inc()
-        if self.journal is not None:
-            self.journal.update(
-                envelope.id,
-                state=OUTCOME_STATES[outcome],
-                finished_at=finished_at,
-                duration_seconds=duration,
-                error_type=error_type,
-            )
+        record = None if self.journal is None else self.journal.get(envelope.id)
+        if record is not None:
+            record.state, record.finished_at = OUTCOME_STATES[outcome], finished_at
+            record.duration_seconds, record.error_type = duration, error_type
         span.set_attribute(names.ATTR_TASK_OUTCOME, outcome)
         message = self._error_message(outcome, error)
         if outcome != names.OUTCOME_SUCCESS:
