@@ -2,7 +2,8 @@
 
 Each variant runs in a subprocess of its own, configured like the service: structlog JSON logs
 (``observability.logs.configure_logging``) with file descriptor 1 sent to /dev/null (rendering
-and writing the three log lines of a run is part of the cost), a ``TaskRunner`` with
+and writing the log lines of a run is part of the cost: its terminal event, with the default
+settings), a ``TaskRunner`` with
 ``TaskMetrics(new_registry())``, a ``TaskJournal`` and a tracer provider from
 ``observability.tracing.create_tracer_provider`` (so the ``OTEL_*`` variables act as in the
 service): spans sampled at 100% or 10% and exported by the batch processor over OTLP/HTTP to a
@@ -20,7 +21,7 @@ Timed, one task after the other, ``--micro-iterations`` tasks per block, median 
   one task after the other, as the service's run slots do (no per-task hop);
 * async no-op: direct ``await f(*args)``; ``await runner.run_async(envelope, f, executor)``;
 * ``runner.accepted(envelope)``: the enqueue-side instrumentation (counter, journal entry,
-  ``task.enqueued`` log line), paid once per task on the request path.
+  ``task.enqueued`` event, a DEBUG no-op by default), paid once per task on the request path.
 
 Runner blocks end with ``force_flush()`` of the tracer provider inside the timed window, so the
 export work their spans caused is charged to them (the batch queue is made large enough that no
@@ -318,9 +319,9 @@ def markdown(part: dict[str, Any]) -> str:
         "",
         f"{cfg['iterations']} tasks per timed block, one after the other, median of "
         f"{cfg['repeats']} repeats, event loop `{first.get('loop', '?')}`, "
-        "`ThreadPoolExecutor(8)`. Everything on: metrics, journal, three JSON log lines per "
-        "run rendered and written to /dev/null, span per run (export included: the provider "
-        "is flushed inside the timed window). µs per task; *overhead* = runner minus the "
+        "`ThreadPoolExecutor(8)`. Everything on, default settings: metrics, journal, the run's "
+        "JSON log line rendered and written to /dev/null, span per run (export included: the "
+        "provider is flushed inside the timed window). µs per task; *overhead* = runner minus the "
         f"uninstrumented way (goal: < {cfg['goal_us']:g} µs).",
         "",
         *(f"- `{name}`: {VARIANTS[name][2]}" for name in part["variants"]),
