@@ -62,6 +62,8 @@ EVENT_REDELIVERED: Final = "task.redelivered"
 EVENT_FAILURE_SINK_ERROR: Final = "task.failure_sink_error"
 EVENT_LOOP_STALLED: Final = "event_loop.stalled"
 EVENT_SPANS_DROPPED: Final = "tracing.spans_dropped"
+EVENT_EXPORT_PROCESS_EXITED: Final = "tracing.export_process_exited"
+EVENT_EXPORT_BATCH_FAILED: Final = "tracing.export_batch_failed"
 
 OUTCOME_EVENTS: Final = {
     OUTCOME_SUCCESS: EVENT_SUCCEEDED,

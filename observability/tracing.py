@@ -5,23 +5,32 @@ import os
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from prometheus_client import CollectorRegistry
 
+from observability.export_process import ProcessSpanExporter
 from observability.exporting import AccountedSpanProcessor, SpanExportMetrics
-from observability.logs import get_logger
+from observability.logs import LogFormat, get_logger
 
 SUPPORTED_PROTOCOLS = ("http/protobuf",)
 
 
 def create_tracer_provider(
-    default_service_name: str, registry: CollectorRegistry | None = None
+    default_service_name: str,
+    registry: CollectorRegistry | None = None,
+    *,
+    export_process: bool = False,
+    log_format: LogFormat = "json",
+    log_level: str = "INFO",
 ) -> ApiTracerProvider:
     """A provider that samples per ``OTEL_TRACES_SAMPLER`` and exports over OTLP/HTTP when an
-    endpoint is set. With no endpoint spans are still created (logs and exemplars carry their
-    trace ids) but not exported; with ``OTEL_SDK_DISABLED=true`` nothing is created. With a
-    ``registry`` the export is accounted for in its ``tracing_*`` metrics."""
+    endpoint is set: in a helper process with ``export_process`` (``log_format``/``log_level``
+    are its logging's), else on the batch processor's thread. With no endpoint spans are still
+    created (logs and exemplars carry their trace ids) but not exported; with
+    ``OTEL_SDK_DISABLED=true`` nothing is created. With a ``registry`` the export is accounted
+    for in its ``tracing_*`` metrics."""
     env = os.environ
     metrics = SpanExportMetrics(registry if registry is not None else CollectorRegistry())
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -36,7 +45,12 @@ def create_tracer_provider(
             get_logger(__name__).warning(
                 "tracing.protocol_unsupported", protocol=protocol, using="http/protobuf"
             )
-        provider.add_span_processor(AccountedSpanProcessor(OTLPSpanExporter(), metrics))
+        exporter: SpanExporter = (
+            ProcessSpanExporter(log_format=log_format, log_level=log_level)
+            if export_process
+            else OTLPSpanExporter()
+        )
+        provider.add_span_processor(AccountedSpanProcessor(exporter, metrics))
     return provider
 
 

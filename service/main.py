@@ -75,7 +75,13 @@ def create_app(
     registry = registry if registry is not None else new_registry()
     exposition = multiprocess_exposition() or registry
     owns_provider = tracer_provider is None
-    provider = tracer_provider or create_tracer_provider(settings.service_name, registry)
+    provider = tracer_provider or create_tracer_provider(
+        settings.service_name,
+        registry,
+        export_process=settings.span_export_process,
+        log_format=settings.log_format,
+        log_level=settings.log_level,
+    )
     loop_lag = LoopLagMonitor(registry)
 
     notifications = NotificationService(settings.data_dir)

@@ -38,3 +38,4 @@ class Settings(BaseSettings):
     metrics_token: SecretStr = SecretStr("")
     metrics_port: int = Field(0, ge=0, le=65535)
     log_masking: bool = True
+    span_export_process: bool = True

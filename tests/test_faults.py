@@ -19,8 +19,16 @@ import httpx
 import pytest
 
 from tests.accounting import books_from_logs, wait_balanced
-from tests.conftest import ServiceProcess, _starter, sample_value, wait_until
+from tests.conftest import (
+    OtlpReceiver,
+    ServiceProcess,
+    _starter,
+    otlp_env,
+    sample_value,
+    wait_until,
+)
 from tests.stack.live import free_port
+from tests.test_export_process import export_children
 from tests.test_observability import FifoReader, make_fifo
 
 
@@ -145,6 +153,24 @@ def _post_burst(url: str, count: int, threads: int = 4) -> list[tuple[int, float
     with ThreadPoolExecutor(threads) as pool:
         parts = pool.map(worker, [count // threads] * threads)
     return [result for part in parts for result in part]
+
+
+def test_a_dead_export_helper_is_replaced(start_service: Any, otlp_receiver: OtlpReceiver) -> None:
+    """The span export helper killed: logged with its exit status, the next batch starts a new
+    one, and the spans of later requests still reach the collector; no batch failed."""
+    service = start_service(**otlp_env(otlp_receiver))
+    service.client.post("/send-notification/a@example.com")
+    wait_until(lambda: otlp_receiver.named("background_task"))
+    (helper,) = export_children(service.process.pid)
+    os.kill(helper, signal.SIGKILL)
+    service.client.post("/send-notification/b@example.com")
+    wait_until(lambda: len(otlp_receiver.named("background_task")) == 2)
+    assert export_children(service.process.pid) not in ([], [helper])
+    (exited,) = [e for e in service.logs() if e.get("event") == "tracing.export_process_exited"]
+    assert exited["returncode"] == -signal.SIGKILL
+    text = service.metrics()
+    assert sample_value(text, "tracing_spans_exported_total", outcome="failure") == 0
+    assert sample_value(text, "tracing_spans_exported_total", outcome="success") == 4
 
 
 @pytest.mark.parametrize("mode", ["down", "slow", "errors", "broken"])
