@@ -163,6 +163,7 @@ def test_a_dead_export_helper_is_replaced(start_service: Any, otlp_receiver: Otl
     wait_until(lambda: otlp_receiver.named("background_task"))
     (helper,) = export_children(service.process.pid)
     os.kill(helper, signal.SIGKILL)
+    wait_until(lambda: helper not in export_children(service.process.pid))  # dead, between batches
     service.client.post("/send-notification/b@example.com")
     wait_until(lambda: len(otlp_receiver.named("background_task")) == 2)
     assert export_children(service.process.pid) not in ([], [helper])
