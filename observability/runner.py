@@ -116,13 +116,11 @@ class TaskRunner:
         # task.enqueued and task.started: INFO with ``lifecycle_events``, else DEBUG (the
         # terminal event carries every timestamp of the run); None when filtered out, so that
         # their fields are not even worked out
-        self._lifecycle: Callable[..., Any] | None = (
-            self.log.info
-            if lifecycle_events
-            else self.log.debug
-            if self.log.is_enabled_for(logging.DEBUG)
-            else None
-        )
+        self._lifecycle: Callable[..., Any] | None = None
+        if lifecycle_events:
+            self._lifecycle = self.log.info
+        elif self.log.is_enabled_for(logging.DEBUG):
+            self._lifecycle = self.log.debug
 
     # -- before a run -------------------------------------------------------------------------
 
