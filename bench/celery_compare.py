@@ -10,8 +10,9 @@ leaves out the worker's start-up and its first tasks. Workers:
 * ``bare``: ``celery -A bench.celery_bare worker``: the tutorial's ``write_log``
   (``open(log, 'a').write(message)``) as a plain Celery task, Celery's default settings;
 * ``bare-project-conf``: the same bare task with the project's Celery settings (late acks,
-  prefetch 1, results and ``STARTED`` state stored in Redis): what the configuration costs,
-  apart from the instrumentation;
+  reject on worker lost, prefetch 1, time limits, results and ``STARTED`` state stored in Redis,
+  the transport options: ``PROJECT_CONF_KEYS``): what the configuration costs, apart from the
+  instrumentation;
 * ``ours-sampled-100`` / ``ours-sampled-10``: ``celery -A service.worker worker``, the project's
   worker (runner: metrics, span per run exported over OTLP/HTTP to a local receiver, JSON logs to
   a file), messages as the API publishes them (``background_task.run`` with a ``TaskEnvelope``).
@@ -52,8 +53,8 @@ WORKERS: dict[str, tuple[str, str]] = {
     "bare": ("bench.celery_bare", "the tutorial's write_log as a bare Celery task, defaults"),
     "bare-project-conf": (
         "bench.celery_bare",
-        "the same bare task with the project's Celery settings (late acks, prefetch 1, "
-        "result backend, STARTED state)",
+        "the same bare task with the project's Celery settings (late acks, prefetch 1, time "
+        "limits, result backend, STARTED state, transport options)",
     ),
     "ours-sampled-100": (
         "service.worker",
@@ -63,13 +64,22 @@ WORKERS: dict[str, tuple[str, str]] = {
     "ours-sampled-10": ("service.worker", "the same, spans sampled 10%"),
 }
 DEFAULT_WORKERS = ("bare", "bare-project-conf", "ours-sampled-100", "ours-sampled-10")
+# every setting of service/celery_app.py that changes what a run costs (not the pool's)
 PROJECT_CONF_KEYS = (
     "task_acks_late",
+    "task_reject_on_worker_lost",
+    "task_soft_time_limit",
+    "task_time_limit",
     "task_track_started",
     "result_backend",
     "result_expires",
+    "result_backend_transport_options",
+    "redis_socket_connect_timeout",
+    "redis_socket_timeout",
     "worker_prefetch_multiplier",
+    "worker_deduplicate_successful_tasks",
     "worker_send_task_events",
+    "broker_transport_options",
     "task_default_queue",
 )
 BASELINE = "bare"
