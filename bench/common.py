@@ -77,11 +77,13 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in text.split()]
+    """Live children of process ``pid``, whichever of its threads started them (the span export
+    helper is started by the batch processor's thread, a prefork pool by the main one)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids += (int(x) for x in task.read_text().split())
+    return pids
 
 
 def machine_busy_seconds() -> float:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import gc
 import inspect
@@ -46,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, fmt
+from bench.common import ROOT, children, fmt, proc_cpu_seconds
 from bench.otlp_sink import Sink
 
 SAMPLED_10 = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
@@ -84,19 +85,12 @@ async def anoop(message: str) -> None:
 
 
 def children_cpu_ns() -> int:
-    """CPU time of this process's live children (the span export helper), from /proc."""
-    total = 0
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me:
-            total += int(fields[11]) + int(fields[12])  # utime + stime, clock ticks
-    return total * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    """CPU time of this process's live children (the span export helper)."""
+    total = 0.0
+    for child in children(os.getpid()):
+        with contextlib.suppress(OSError):  # exited meanwhile
+            total += proc_cpu_seconds(child)
+    return int(total * 1e9)
 
 
 def _build_runner(executor_concurrency: int) -> tuple[Any, Any, Callable[[], Any]]:

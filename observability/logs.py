@@ -135,8 +135,8 @@ def configure_logging(
         stdlib_logger.handlers[:] = []
         stdlib_logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = not access_log
+    per_task = logging.WARNING if numeric_level > logging.DEBUG else logging.NOTSET
     for name in _PER_TASK_LOGGERS:
-        per_task = logging.WARNING if numeric_level > logging.DEBUG else logging.NOTSET
         logging.getLogger(name).setLevel(per_task)
 
 

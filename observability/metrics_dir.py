@@ -55,14 +55,31 @@ def claim_for_siblings(prefix: str) -> Path | None:
     return path
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/{pid}/stat`` after the command name (state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] != "Z"  # no procfs: trust kill(0)
+
+
 def _start_time(pid: int) -> str:
     """When process ``pid`` started, in clock ticks since boot (``/proc``), or "0" if unknown:
     with the pid, it names one process's lifetime."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "0"
-    return stat.rsplit(")", 1)[-1].split()[19]
+    fields = _stat_fields(pid)
+    return "0" if fields is None else fields[19]
 
 
 def _owner_alive(key: str) -> bool:
@@ -70,13 +87,7 @@ def _owner_alive(key: str) -> bool:
     pid, _, started = key.partition("-")
     if not pid.isdigit():
         return True  # not one of ours: leave it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return _start_time(int(pid)) == started
+    return alive(int(pid)) and _start_time(int(pid)) == started
 
 
 def reset(path: Path) -> None:

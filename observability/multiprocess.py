@@ -14,26 +14,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from observability.metrics_dir import alive
+
 
 def enabled() -> bool:
     """Whether prometheus-client runs in multiprocess mode in this process (decided when it was
     first imported, by ``PROMETHEUS_MULTIPROC_DIR``)."""
     return bool(getattr(values.ValueClass, "_multiprocess", False))
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: trust kill(0)
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def reap_dead(path: Path) -> list[int]:
@@ -54,10 +41,11 @@ def reap_dead(path: Path) -> list[int]:
 _HEADER_BYTES = 8
 
 
-def readable_files(path: Path) -> list[str]:
-    """The metric files in ``path`` that hold values (a file still being created is skipped)."""
+def readable_files(path: Path, pattern: str = "*.db") -> list[str]:
+    """The metric files (``pattern``) in ``path`` that hold values (a file still being created
+    is skipped)."""
     files = []
-    for file in path.glob("*.db"):
+    for file in path.glob(pattern):
         try:
             if file.stat().st_size >= _HEADER_BYTES:
                 files.append(str(file))

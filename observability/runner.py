@@ -178,6 +178,10 @@ class TaskRunner:
             fields |= {"error_type": type(error).__name__, "error": str(error)}
         self.log.warning(names.EVENT_DROPPED, **fields)
 
+    def _record(self, task_id: str) -> TaskRecord | None:
+        """The journal's record of ``task_id``, updated in place by a run."""
+        return None if self.journal is None else self.journal.get(task_id)
+
     # -- a run --------------------------------------------------------------------------------
 
     def begin(self, envelope: TaskEnvelope, parent: Context | None = None) -> Run:
@@ -192,7 +196,7 @@ class TaskRunner:
         series.in_progress.inc()
         series.last_started.set(started_at)
         series.queue_wait.observe(queue_wait, exemplar=run.exemplar)
-        record = None if self.journal is None else self.journal.get(envelope.id)
+        record = self._record(envelope.id)
         if record is not None:
             record.state, record.started_at = "running", started_at
             record.queue_wait_seconds = queue_wait
@@ -248,7 +252,7 @@ class TaskRunner:
             error_type = "TimeoutError"
         if error_type is not None and outcome != names.OUTCOME_SUCCESS:
             self.metrics.failures.labels(*series.labels, error_type).inc()
-        record = None if self.journal is None else self.journal.get(envelope.id)
+        record = self._record(envelope.id)
         if record is not None:
             record.state, record.finished_at = OUTCOME_STATES[outcome], finished_at
             record.duration_seconds, record.error_type = duration, error_type

@@ -8,7 +8,8 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from observability import metrics_dir
-from observability.multiprocess import alive, exposition_registry, reap_dead
+from observability.metrics_dir import alive
+from observability.multiprocess import exposition_registry, reap_dead
 
 
 def dead_pid() -> int:

@@ -93,9 +93,7 @@ def sample(text: str, name: str, labels: dict[str, str], outcome: str | None = N
 def processes_that_enqueued(metrics_dir: Path) -> set[str]:
     """Pids whose counter file has enqueued a task (prometheus-client's own file reader)."""
     pids = set()
-    for file in readable_files(metrics_dir):
-        if not Path(file).name.startswith("counter_"):
-            continue
+    for file in readable_files(metrics_dir, "counter_*.db"):
         for family in MultiProcessCollector.merge([file], accumulate=False):
             if family.name == "background_task_enqueued" and any(
                 s.value > 0 for s in family.samples
