@@ -10,7 +10,9 @@ service): spans sampled at 100% or 10% and exported by the batch processor over 
 local receiver (``bench/otlp_sink.py``), or the SDK disabled (reference). The event loop is
 uvloop's when installed (as under uvicorn), the executor a ``ThreadPoolExecutor(8)`` (the
 service's default concurrency). Envelopes are made beforehand, each under a request span of
-its own (a parent sampled per the same sampler), as a request would make them.
+its own (a parent sampled per the same sampler), as a request would make them; each run is given
+that request's context as its parent, as the service's dispatch gives it to an in-process run
+(so the trace context the envelope carries for other processes is not parsed back).
 
 Timed, one task after the other, ``--micro-iterations`` tasks per block, median over
 ``--micro-repeats`` repeats (blocks interleaved):
@@ -95,6 +97,7 @@ def children_cpu_ns() -> int:
 
 def _build_runner(executor_concurrency: int) -> tuple[Any, Any, Callable[[], Any]]:
     """(runner, tracer provider, make_envelope) from the names ``observability`` has now."""
+    from opentelemetry import context as otel_context
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
     from observability.envelope import TaskEnvelope
@@ -128,11 +131,14 @@ def _build_runner(executor_concurrency: int) -> tuple[Any, Any, Callable[[], Any
     disabled = os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true"
     parent_tracer = None if disabled else SdkTracerProvider().get_tracer("bench.request")
 
-    def make_envelope() -> Any:
+    def make_envelope() -> tuple[Any, Any]:
+        """(envelope, the request's context): the service hands a run both (``Dispatch``)."""
         if parent_tracer is None:
-            return TaskEnvelope(name="noop", args=("message to user@example.com\n",))
+            envelope = TaskEnvelope(name="noop", args=("message to user@example.com\n",))
+            return envelope, otel_context.get_current()
         with parent_tracer.start_as_current_span("POST /send-notification/{email}"):
-            return TaskEnvelope(name="noop", args=("message to user@example.com\n",))
+            envelope = TaskEnvelope(name="noop", args=("message to user@example.com\n",))
+            return envelope, otel_context.get_current()
 
     return runner, provider, make_envelope
 
@@ -145,32 +151,32 @@ async def _measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]
     runs = 0
 
     async def sync_direct(envs: list[Any]) -> None:
-        for e in envs:
+        for e, _ in envs:
             noop(*e.args, **e.kwargs)
 
     async def sync_hop(envs: list[Any]) -> None:
-        for e in envs:
+        for e, _ in envs:
             await loop.run_in_executor(executor, functools.partial(noop, *e.args, **e.kwargs))
 
     def run_slot(envs: list[Any]) -> None:  # what an in-process run slot thread does
-        for e in envs:
-            runner.run_in_thread(e, noop)
+        for e, parent in envs:
+            runner.run_in_thread(e, noop, parent)
 
     async def sync_runner(envs: list[Any]) -> None:
         await loop.run_in_executor(executor, run_slot, envs)
         flush()
 
     async def async_direct(envs: list[Any]) -> None:
-        for e in envs:
+        for e, _ in envs:
             await anoop(*e.args, **e.kwargs)
 
     async def async_runner(envs: list[Any]) -> None:
-        for e in envs:
-            await runner.run_async(e, anoop, executor)
+        for e, parent in envs:
+            await runner.run_async(e, anoop, executor, parent=parent)
         flush()
 
     async def accepted(envs: list[Any]) -> None:
-        for e in envs:
+        for e, _ in envs:
             runner.accepted(e)
 
     blocks: dict[str, Callable[[list[Any]], Awaitable[None]]] = {
@@ -203,7 +209,7 @@ async def _measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]
     for kind in ("accepted", *KINDS):
         envs = fresh(warmup)
         if kind.endswith("_runner"):
-            for e in envs:
+            for e, _ in envs:
                 runner.accepted(e)
         await timed(kind, envs)
     results: dict[str, list[float]] = {kind: [] for kind in KINDS}
@@ -212,7 +218,7 @@ async def _measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]
     for _ in range(repeats):
         sync_envs, async_envs = fresh(iterations), fresh(iterations)
         results["accepted"].append(await timed("accepted", sync_envs))
-        for e in async_envs:  # as in the service: every task that runs was accepted first
+        for e, _ in async_envs:  # as in the service: every task that runs was accepted first
             runner.accepted(e)
         for kind in KINDS:
             if kind == "accepted":
