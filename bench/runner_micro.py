@@ -11,7 +11,7 @@ local receiver (``bench/otlp_sink.py``), or the SDK disabled (reference). The ev
 uvloop's when installed (as under uvicorn), the executor a ``ThreadPoolExecutor(8)`` (the
 service's default concurrency). Envelopes are made beforehand, each under a request span of
 its own (a parent sampled per the same sampler), as a request would make them; each run is given
-that request's context as its parent, as the service's dispatch gives it to an in-process run
+that request's context as its parent, as the service's ``TaskCall`` gives it to an in-process run
 (so the trace context the envelope carries for other processes is not parsed back).
 
 Timed, one task after the other, ``--micro-iterations`` tasks per block, median over
@@ -132,11 +132,11 @@ def _build_runner(executor_concurrency: int) -> tuple[Any, Any, Callable[[], Any
     parent_tracer = None if disabled else SdkTracerProvider().get_tracer("bench.request")
 
     def make_envelope() -> tuple[Any, Any]:
-        """(envelope, the request's context): the service hands a run both (``Dispatch``)."""
-        if parent_tracer is None:
-            envelope = TaskEnvelope(name="noop", args=("message to user@example.com\n",))
-            return envelope, otel_context.get_current()
-        with parent_tracer.start_as_current_span("POST /send-notification/{email}"):
+        """(envelope, the request's context): what a ``TaskCall`` hands an in-process run."""
+        request: Any = contextlib.nullcontext()
+        if parent_tracer is not None:
+            request = parent_tracer.start_as_current_span("POST /send-notification/{email}")
+        with request:
             envelope = TaskEnvelope(name="noop", args=("message to user@example.com\n",))
             return envelope, otel_context.get_current()
 
