@@ -23,14 +23,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from bench import celery_compare, memory, runner_micro, throughput
 from bench.common import RESULTS_DIR, ROOT, loadavg, machine_info
+from bench.part import Part
 
 NOISY_CORES = 0.25  # other load (cores) above which the results are flagged
-PARTS: dict[str, ModuleType] = {
+PARTS: dict[str, Part] = {
     "throughput": throughput,
     "runner": runner_micro,
     "memory": memory,

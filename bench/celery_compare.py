@@ -64,7 +64,8 @@ WORKERS: dict[str, tuple[str, str]] = {
     "ours-sampled-10": ("service.worker", "the same, spans sampled 10%"),
 }
 DEFAULT_WORKERS = ("bare", "bare-project-conf", "ours-sampled-100", "ours-sampled-10")
-# every setting of service/celery_app.py that changes what a run costs (not the pool's)
+# every setting of observability/backends/celery_app.py that changes what a run costs (not the
+# pool's)
 PROJECT_CONF_KEYS = (
     "task_acks_late",
     "task_reject_on_worker_lost",
@@ -132,7 +133,7 @@ class Redis:
 
 
 def project_conf(url: str) -> dict[str, Any]:
-    from service.celery_app import create_celery_app
+    from observability.backends.celery_app import create_celery_app
     from service.settings import Settings
 
     app = create_celery_app(Settings(broker_url=url))
@@ -143,9 +144,9 @@ def publish(worker: str, url: str, count: int, conf: dict[str, Any]) -> float:
     """Put ``count`` messages for ``worker`` in the queue; seconds it took."""
     t0 = time.monotonic()
     if worker.startswith("ours"):
-        from observability.broker import RUN_TASK
-        from observability.envelope import TaskEnvelope
-        from service.celery_app import CELERY_QUEUE, create_celery_app
+        from observability.backends.celery_app import CELERY_QUEUE, create_celery_app
+        from observability.backends.celery_message import RUN_TASK
+        from observability.tasks.envelope import TaskEnvelope
         from service.settings import Settings
 
         app = create_celery_app(Settings(broker_url=url))

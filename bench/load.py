@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -271,6 +272,13 @@ def wrk_load(
         mean_ms=payload["mean_us"] / 1e3,
         statuses={"2xx": payload["ok"], "other": payload["rejected"]},
     )
+
+
+def resolve_loadgen(kind: str) -> str:
+    """``auto``: ``wrk`` when installed, else ``python``."""
+    if kind == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    return kind
 
 
 class LoadGenerator:

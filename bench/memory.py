@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.apps import APPS
 from bench.common import LineCounter, proc_status
-from bench.load import LoadGenerator
-from bench.throughput import APPS, SCENARIOS, Server, resolve_loadgen
+from bench.load import LoadGenerator, resolve_loadgen
+from bench.scenarios import SCENARIOS
+from bench.server import Server
 
 APP = "ours-sampled-100"
 GOAL_PERCENT = 10.0

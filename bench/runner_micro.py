@@ -8,21 +8,21 @@ settings), a ``TaskRunner`` with
 ``observability.tracing.create_tracer_provider`` (so the ``OTEL_*`` variables act as in the
 service): spans sampled at 100% or 10% and exported by the batch processor over OTLP/HTTP to a
 local receiver (``bench/otlp_sink.py``), or the SDK disabled (reference). The event loop is
-uvloop's when installed (as under uvicorn), the executor a ``ThreadPoolExecutor(8)`` (the
-service's default concurrency). Envelopes are made beforehand, each under a request span of
-its own (a parent sampled per the same sampler), as a request would make them; each run is given
-that request's context as its parent, as the service's ``TaskCall`` gives it to an in-process run
-(so the trace context the envelope carries for other processes is not parsed back).
+uvloop's (as under uvicorn), the executor a ``ThreadPoolExecutor(8)`` (the service's default
+concurrency). Envelopes are made beforehand, each under a request span of its own (a parent
+sampled per the same sampler), as a request would make them; each run is given that request's
+context as its parent, as the service's ``TaskCall`` gives it to an in-process run (so the trace
+context the envelope carries for other processes is not parsed back).
 
 Timed, one task after the other, ``--micro-iterations`` tasks per block, median over
 ``--micro-repeats`` repeats (blocks interleaved):
 
 * sync no-op: direct call ``f(*args)``; bare executor hop
   ``await loop.run_in_executor(executor, f, *args)`` (what the tutorial's ``BackgroundTasks``
-  pay per task, for reference); ``runner.run_in_thread(envelope, f)`` in one executor thread,
+  pay per task, for reference); ``call_in_thread(recorder, envelope, f)`` in one executor thread,
   one task after the other, as the service's run slots do (no per-task hop);
-* async no-op: direct ``await f(*args)``; ``await runner.run_async(envelope, f, executor)``;
-* ``runner.accepted(envelope)``: the enqueue-side instrumentation (counter, journal entry,
+* async no-op: direct ``await f(*args)``; ``await await_coroutine(recorder, envelope, f, timeout)``;
+* ``recorder.accepted(envelope)``: the enqueue-side instrumentation (counter, journal entry,
   ``task.enqueued`` event, a DEBUG no-op by default), paid once per task on the request path.
 
 Runner blocks end with ``force_flush()`` of the tracer provider inside the timed window, so the
@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import inspect
 import json
 import os
 import statistics
@@ -48,6 +47,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from bench.common import ROOT, children, fmt, proc_cpu_seconds
 from bench.otlp_sink import Sink
@@ -96,37 +97,29 @@ def children_cpu_ns() -> int:
 
 
 def _build_runner(executor_concurrency: int) -> tuple[Any, Any, Callable[[], Any]]:
-    """(runner, tracer provider, make_envelope) from the names ``observability`` has now."""
+    """(recorder, tracer provider, make_envelope), built as the service builds them."""
     from opentelemetry import context as otel_context
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
-    from observability.envelope import TaskEnvelope
-    from observability.logs import configure_logging
-    from observability.metrics import TaskMetrics, new_registry
-    from observability.runner import TaskRunner
-    from observability.tracing import create_tracer_provider
+    from observability.logs.configuration import configure_logging
+    from observability.metrics.registry import new_registry
+    from observability.metrics.tasks import TaskMetrics
+    from observability.tasks.envelope import TaskEnvelope
+    from observability.tasks.journal import TaskJournal
+    from observability.tasks.recorder import Recorder
+    from observability.tracing.provider import create_tracer_provider
 
     configure_logging("json", "INFO")
-    # as the service does: spans encoded and sent by the export helper process, when this
-    # version of ``observability`` has one
-    options = inspect.signature(create_tracer_provider).parameters
-    export = {"export_process": True} if "export_process" in options else {}
-    provider = create_tracer_provider("bench-runner", **export)
-    available: dict[str, Any] = {
-        "backend": "inprocess",
-        "metrics": TaskMetrics(new_registry()),
-        "tracer_provider": provider,
-        "timeout": 30.0,
-        "failure_sink": lambda report: None,
-    }
-    try:
-        from observability.journal import TaskJournal
-
-        available["journal"] = TaskJournal(10_000)
-    except ImportError:
-        pass
-    accepted = inspect.signature(TaskRunner).parameters
-    runner = TaskRunner(**{k: v for k, v in available.items() if k in accepted})
+    # as the service does: spans encoded and sent by the export helper process
+    provider = create_tracer_provider("bench-runner", export_process=True)
+    runner = Recorder(
+        backend="inprocess",
+        metrics=TaskMetrics(new_registry()),
+        tracer_provider=provider,
+        timeout=30.0,
+        journal=TaskJournal(10_000),
+        failure_sink=lambda report: None,
+    )
     # parents: request spans, sampled per the same sampler (OTEL_TRACES_SAMPLER), not exported
     disabled = os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true"
     parent_tracer = None if disabled else SdkTracerProvider().get_tracer("bench.request")
@@ -144,6 +137,8 @@ def _build_runner(executor_concurrency: int) -> tuple[Any, Any, Callable[[], Any
 
 
 async def _measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]:
+    from observability.tasks.execution import await_coroutine, call_in_thread
+
     runner, provider, make_envelope = _build_runner(8)
     flush: Callable[[], Any] = getattr(provider, "force_flush", lambda: True)
     loop = asyncio.get_running_loop()
@@ -160,7 +155,7 @@ async def _measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]
 
     def run_slot(envs: list[Any]) -> None:  # what an in-process run slot thread does
         for e, parent in envs:
-            runner.run_in_thread(e, noop, parent)
+            call_in_thread(runner, e, noop, parent)
 
     async def sync_runner(envs: list[Any]) -> None:
         await loop.run_in_executor(executor, run_slot, envs)
@@ -172,7 +167,7 @@ async def _measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]
 
     async def async_runner(envs: list[Any]) -> None:
         for e, parent in envs:
-            await runner.run_async(e, anoop, executor, parent=parent)
+            await await_coroutine(runner, e, anoop, 30.0, parent)
         flush()
 
     async def accepted(envs: list[Any]) -> None:
@@ -240,14 +235,7 @@ def child_main(args: argparse.Namespace) -> int:
     # JSON logs go to fd 1: send it to /dev/null (rendering and writing them is still paid)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
-    runner_factory: Any = asyncio.Runner
-    try:
-        import uvloop
-
-        runner_ctx = runner_factory(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner_ctx = runner_factory()
-    with runner_ctx as r:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
         result = r.run(_measure(args.iterations, args.repeats, args.warmup))
     Path(args.out).write_text(json.dumps(result))
     return 0
@@ -392,20 +380,6 @@ def markdown(part: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="runner micro-benchmark (child process)")
-    parser.add_argument("--child", action="store_true", required=True)
-    parser.add_argument("--iterations", type=int, required=True)
-    parser.add_argument("--repeats", type=int, required=True)
-    parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--out", required=True)
-    return child_main(parser.parse_args())
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     rows: list[tuple[str, str, bool | None]] = []
     for name, r in part["variants"].items():
@@ -427,3 +401,17 @@ def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             )
         )
     return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="runner micro-benchmark (child process)")
+    parser.add_argument("--child", action="store_true", required=True)
+    parser.add_argument("--iterations", type=int, required=True)
+    parser.add_argument("--repeats", type=int, required=True)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--out", required=True)
+    return child_main(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from observability.dispatch import task_name
-from observability.redaction import mask
-from observability.runner import FailureReport, TaskFunction
+from observability.logs.redaction import mask
+from observability.tasks.failure import FailureReport
+from observability.tasks.function import TaskFunction, task_name
 from service.sinks import LineFile
 
 LOG_FILE = "log.txt"
@@ -28,7 +28,7 @@ class NotificationService:
 
     def safe_write_log(self, message: str) -> None:
         """The tutorial's guarded writer. Its ``except`` that wrote ``error.log`` now lives in the
-        runner, which does it for every task (see ``report_failure``), and the failure is counted
+        recorder, which does it for every task (see ``report_failure``), and the failure is counted
         instead of swallowed."""
         self.log.append(message)
 
@@ -44,7 +44,7 @@ class NotificationService:
         }
 
     def report_failure(self, report: FailureReport) -> None:
-        """The runner's failure sink: one ``Log Error: {error}`` line in ``error.log`` per failed
+        """The recorder's failure sink: one ``Log Error: {error}`` line in ``error.log`` per failed
         or timed-out run, tagged with the task and its id."""
         self.errors.append(
             f"Log Error: {report.error_type}: {mask(report.error)} "

@@ -2,10 +2,10 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
-from observability.dispatch import TaskRoute, Tasks
+from observability import TaskRoute, Tasks, Telemetry
 from service.fields import Email, Phone
 from service.notifications import SAFE_ENTRY, NotificationService
 from service.responses import (
@@ -17,9 +17,11 @@ from service.responses import (
 from service.settings import Settings
 
 
-def build_router(settings: Settings, notifications: NotificationService) -> APIRouter:
+def build_router(
+    settings: Settings, notifications: NotificationService, telemetry: Telemetry
+) -> APIRouter:
     """The notification endpoints, adding tasks of ``notifications``; text limits come from
-    ``settings``."""
+    ``settings``; task lookup and readiness from ``telemetry``."""
     router = APIRouter(route_class=TaskRoute, responses=LIMIT_RESPONSES)
     Text = Annotated[str, Query(min_length=1, max_length=settings.max_text_length)]
     OptionalText = Annotated[str | None, Query(min_length=1, max_length=settings.max_text_length)]
@@ -57,29 +59,25 @@ def build_router(settings: Settings, notifications: NotificationService) -> APIR
         return {"status": "error-handled", "task_ids": [task_id]}
 
     @router.get("/tasks/{task_id}", responses=LOOKUP_RESPONSES)
-    async def get_task(task_id: Annotated[str, Path(max_length=64)], request: Request) -> Any:
-        journal = request.app.state.task_journal
-        record = journal.get(task_id)
-        found = record.as_dict() if record is not None else {}
-        if found.get("state") in (None, "queued"):  # a worker may know more
-            found |= await request.app.state.task_backend.lookup(task_id) or {}
-        if not found:
+    async def get_task(task_id: Annotated[str, Path(max_length=64)]) -> Any:
+        status = await telemetry.task_status(task_id)
+        if status is None:
             return JSONResponse(
                 {
                     "detail": f"task {task_id!r} is not known: never enqueued here, or older than "
-                    f"the {journal.capacity} most recent tasks this process remembers"
+                    f"the {settings.task_history_size} most recent tasks this process remembers"
                 },
                 status_code=404,
             )
-        return {"id": task_id} | found
+        return status
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @router.get("/readyz", responses=NOT_READY_RESPONSES)
-    async def readyz(request: Request) -> JSONResponse:
-        if request.app.state.task_backend.ready():
+    async def readyz() -> JSONResponse:
+        if telemetry.ready():
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from observability.dispatch import TaskRoute, Tasks
+from observability import TaskRoute, Tasks
 from service.main import create_app as create_service
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from observability import metrics_dir
+from observability.metrics import directory as metrics_dir
 from tests.conftest import (
     FifoReader,
     OtlpReceiver,

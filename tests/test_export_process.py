@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 
-from observability.export_process import ProcessSpanExporter, flatten, rebuild
+from observability.tracing.codec import flatten, rebuild
+from observability.tracing.process_exporter import ProcessSpanExporter
 from tests.conftest import OtlpReceiver, wait_until
 from tests.stack.live import free_port
 
@@ -87,7 +88,7 @@ def export_children(parent: int | None = None) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"observability.export_process" in cmdline:
+        if ppid == parent and b"observability.tracing.export_helper" in cmdline:
             pids.append(int(entry.name))
     return pids
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from observability import metrics_dir
-from observability.metrics_dir import alive
-from observability.multiprocess import exposition_registry, reap_dead
+from observability.metrics import directory as metrics_dir
+from observability.metrics.directory import alive
+from observability.metrics.multiprocess import exposition_registry, reap_dead
 
 
 def dead_pid() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from observability.multiprocess import readable_files
+from observability.metrics.multiprocess import readable_files
 from tests.conftest import ServiceProcess, sample_value, wait_until
 
 

@@ -5,9 +5,10 @@ from pathlib import PurePath
 
 from prometheus_client import CollectorRegistry
 
-from observability.exporting import SpanExportMetrics
-from observability.looplag import LoopLagMonitor
-from observability.metrics import HttpMetrics, TaskMetrics
+from observability.metrics.http import HttpMetrics
+from observability.metrics.loop_lag import LoopLagMonitor
+from observability.metrics.tasks import TaskMetrics
+from observability.tracing.accounting import SpanExportMetrics
 from service.settings import Settings
 from tests.conftest import ROOT
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from observability.redaction import mask, mask_value
+from observability.logs.redaction import mask, mask_value
 
 
 @pytest.mark.parametrize(

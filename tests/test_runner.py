@@ -1,10 +1,8 @@
-"""The instrumented runner and the in-process backend, driven directly."""
+"""The recorder, the executors and the in-process backend, driven directly."""
 
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -14,12 +12,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
-from observability.dispatch import BackendUnavailable, BacklogFull, TaskBatch
-from observability.envelope import TaskEnvelope
-from observability.inprocess import InProcessBackend
-from observability.journal import TaskJournal
-from observability.metrics import TaskMetrics
-from observability.runner import FailureReport, TaskRunner
+from observability.backends.inprocess import InProcessBackend
+from observability.metrics.tasks import TaskMetrics
+from observability.tasks.admission import BackendUnavailable, BacklogFull
+from observability.tasks.batch import TaskBatch
+from observability.tasks.envelope import TaskEnvelope
+from observability.tasks.execution import await_coroutine, call_in_thread
+from observability.tasks.failure import FailureReport
+from observability.tasks.journal import TaskJournal, TaskState
+from observability.tasks.recorder import Recorder
 
 
 class Harness:
@@ -30,7 +31,8 @@ class Harness:
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.reports: list[FailureReport] = []
         self.journal = TaskJournal(100)
-        self.runner = TaskRunner(
+        self.timeout = timeout
+        self.recorder = Recorder(
             backend="inprocess",
             metrics=TaskMetrics(self.registry),
             tracer_provider=provider,
@@ -43,14 +45,7 @@ class Harness:
         return self.registry.get_sample_value(name, {"backend": "inprocess", **labels}) or 0.0
 
 
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(2)
-    yield pool
-    pool.shutdown(wait=True)
-
-
-def test_async_task_timeout_cancels_the_coroutine(executor: ThreadPoolExecutor) -> None:
+def test_async_task_timeout_cancels_the_coroutine() -> None:
     """An async run past the timeout is cancelled and reported as timeout."""
     harness = Harness(timeout=0.05)
     cancelled = []
@@ -62,7 +57,9 @@ def test_async_task_timeout_cancels_the_coroutine(executor: ThreadPoolExecutor) 
             cancelled.append(True)
             raise
 
-    outcome = asyncio.run(harness.runner.run_async(TaskEnvelope("slow"), slow, executor))
+    outcome = asyncio.run(
+        await_coroutine(harness.recorder, TaskEnvelope("slow"), slow, harness.timeout)
+    )
     assert outcome == "timeout" and cancelled == [True]
     assert harness.value("background_task_finished_total", task="slow", outcome="timeout") == 1
     assert (
@@ -73,17 +70,18 @@ def test_async_task_timeout_cancels_the_coroutine(executor: ThreadPoolExecutor) 
     assert span.status.status_code is StatusCode.ERROR
 
 
-def test_task_raising_timeout_error_itself_is_a_failure(executor: ThreadPoolExecutor) -> None:
+def test_task_raising_timeout_error_itself_is_a_failure() -> None:
     """A TimeoutError raised by the task (not the deadline) is a failure, not a timeout."""
     harness = Harness()
 
     async def raises() -> None:
         raise TimeoutError("upstream")
 
-    assert asyncio.run(harness.runner.run_async(TaskEnvelope("t"), raises, executor)) == "failure"
+    run = await_coroutine(harness.recorder, TaskEnvelope("t"), raises, harness.timeout)
+    assert asyncio.run(run) == "failure"
 
 
-def test_span_matches_run_and_records_exception(executor: ThreadPoolExecutor) -> None:
+def test_span_matches_run_and_records_exception() -> None:
     """The span spans the run exactly, carries the contract attributes and the exception."""
     harness = Harness()
 
@@ -92,11 +90,11 @@ def test_span_matches_run_and_records_exception(executor: ThreadPoolExecutor) ->
         raise ValueError(f"bad {x} for bob@example.com")
 
     envelope = TaskEnvelope("boom", (1,))
-    harness.runner.accepted(envelope)
-    asyncio.run(harness.runner.run_async(envelope, boom, executor))
+    harness.recorder.accepted(envelope)
+    call_in_thread(harness.recorder, envelope, boom)
     (span,) = harness.exporter.get_finished_spans()
     record = harness.journal.get(envelope.id)
-    assert record is not None and record.state == "failed"
+    assert record is not None and record.state is TaskState.FAILED
     assert span.start_time is not None and span.end_time is not None
     assert (span.end_time - span.start_time) / 1e9 == pytest.approx(
         record.duration_seconds, abs=0.005
@@ -147,7 +145,7 @@ def run_backend(backend: InProcessBackend, body: Any) -> Any:
 def test_concurrency_limit_and_failures_do_not_stop_others() -> None:
     """At most `concurrency` runs at once; one failing task does not stop the rest."""
     harness = Harness()
-    backend = InProcessBackend(harness.runner, concurrency=3, backlog=100)
+    backend = InProcessBackend(harness.recorder, concurrency=3, backlog=100, timeout=5.0)
     lock = threading.Lock()
     running = peak = 0
     done: list[int] = []
@@ -183,7 +181,7 @@ def test_concurrency_limit_and_failures_do_not_stop_others() -> None:
 def test_admission_is_all_or_nothing() -> None:
     """A batch that does not fit the backlog is refused whole; nothing is half-accepted."""
     harness = Harness()
-    backend = InProcessBackend(harness.runner, concurrency=1, backlog=3)
+    backend = InProcessBackend(harness.recorder, concurrency=1, backlog=3, timeout=5.0)
 
     async def body() -> None:
         admission = await backend.admit(batch_of(2, time.sleep, 0).calls)
@@ -199,7 +197,7 @@ def test_admission_is_all_or_nothing() -> None:
 def test_drain_drops_what_never_ran_and_refuses_new_work() -> None:
     """After the grace period, pending tasks are dropped with reason shutdown; no new work."""
     harness = Harness()
-    backend = InProcessBackend(harness.runner, concurrency=1, backlog=100)
+    backend = InProcessBackend(harness.recorder, concurrency=1, backlog=100, timeout=5.0)
 
     async def block() -> None:
         await asyncio.Event().wait()  # until cancelled
@@ -221,9 +219,7 @@ def test_drain_drops_what_never_ran_and_refuses_new_work() -> None:
 
 def test_journal_forgets_oldest() -> None:
     """The journal keeps only its capacity of most recent tasks."""
-    from observability.journal import TaskRecord
-
     journal = TaskJournal(2)
     for i in range(3):
-        journal.add(TaskRecord(str(i), "t", "inprocess", "queued", 0.0))
+        journal.queued(str(i), "t", "inprocess", 0.0)
     assert journal.get("0") is None and journal.get("2") is not None and len(journal) == 2

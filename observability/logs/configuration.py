@@ -4,16 +4,18 @@ and access logs, Celery's) are routed through the same processors by a ``Process
 
 import logging
 import sys
-import time
 from typing import Any, Literal
 
 import orjson
 import structlog
-from opentelemetry import trace
-from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+from structlog.typing import FilteringBoundLogger, Processor
 
-from observability.redaction import redact_value
-from observability.timestamps import iso
+from observability.logs.processors import (
+    add_timestamp,
+    add_trace_ids,
+    drop_stdlib_extras,
+    mask_personal_data,
+)
 
 LogFormat = Literal["json", "console"]
 _STDLIB_LOGGERS = (
@@ -29,50 +31,6 @@ _STDLIB_LOGGERS = (
 # Celery's own line per task received and per task succeeded: the runner's events say the same
 # (with timestamps and trace ids), so below DEBUG only their warnings and errors are logged.
 _PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
-
-
-def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Add ``trace_id``/``span_id`` (hex) of the current span, if any and not given."""
-    if "trace_id" in event_dict:
-        return event_dict
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
-        event_dict.setdefault("span_id", format(context.span_id, "016x"))
-    return event_dict
-
-
-# Fields whose values this package produces itself (ids, clocks, enumerations): never user text.
-_OWN_FIELDS = frozenset(
-    {
-        "timestamp", "level", "logger", "trace_id", "span_id", "task", "task_id", "backend",
-        "outcome", "started_at", "finished_at", "enqueued_at", "duration_seconds",
-        "queue_wait_seconds",
-    }
-)  # fmt: skip
-
-
-def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Add ``timestamp``: now, ISO 8601 in UTC."""
-    event_dict["timestamp"] = iso(time.time())
-    return event_dict
-
-
-def mask_personal_data(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Mask e-mail addresses and phone numbers, and redact URL query values, in every value
-    but our own fields'."""
-    for key, value in event_dict.items():
-        if key not in _OWN_FIELDS and not isinstance(value, int | float):
-            event_dict[key] = redact_value(value)
-    return event_dict
-
-
-def drop_stdlib_extras(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Drop the stdlib record objects that ``ProcessorFormatter`` leaves in the event."""
-    event_dict.pop("_record", None)
-    event_dict.pop("_from_structlog", None)
-    event_dict.pop("color_message", None)
-    return event_dict
 
 
 def _dumps(value: Any, **_: Any) -> bytes:

@@ -7,7 +7,6 @@ It replaces the OpenTelemetry ASGI/FastAPI instrumentation, which made three spa
 service's CPU in profiles; see ``bench/README.md``."""
 
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,7 +21,9 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from observability.metrics import HttpMetrics
+from observability.metrics.http import HttpMetrics
+from observability.tracing import ids
+from observability.tracing.exceptions import record_masked
 
 UNMATCHED_ROUTE = "<unmatched>"
 KNOWN_METHODS = frozenset(
@@ -57,13 +58,6 @@ def _parent_context(scope: Scope, fields: frozenset[bytes]) -> otel_context.Cont
     present, which spares the propagators' parsing on most requests."""
     if any(name in fields for name, _ in scope["headers"]):
         return propagate.extract(scope, getter=_GETTER)
-    return None
-
-
-def _exemplar(span: trace.Span) -> dict[str, str] | None:
-    context = span.get_span_context()
-    if context.trace_flags.sampled:
-        return {"trace_id": format(context.trace_id, "032x")}
     return None
 
 
@@ -116,7 +110,7 @@ class HttpTelemetryMiddleware:
             active.dec()
             route = route_template(scope)
             self.metrics.duration_for(method, route or UNMATCHED_ROUTE, str(status)).observe(
-                time.perf_counter() - start, exemplar=_exemplar(span)
+                time.perf_counter() - start, exemplar=ids.exemplar(span.get_span_context())
             )
             if span.is_recording():
                 _finish_span(span, method, route, status, error, self.mask)
@@ -166,13 +160,7 @@ def _finish_span(
         span.set_attribute(http_attributes.HTTP_ROUTE, route)
         span.update_name(f"{method} {route}")
     if error is not None:
-        span.record_exception(
-            error,
-            attributes={
-                "exception.message": mask(str(error)),
-                "exception.stacktrace": mask("".join(traceback.format_exception(error))),
-            },
-        )
+        record_masked(span, error, mask)
         span.set_attribute(error_attributes.ERROR_TYPE, type(error).__qualname__)
         span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
     elif status >= 500:

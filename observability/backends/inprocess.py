@@ -1,10 +1,10 @@
 """The in-process backend: a bounded set of run slots owned by the app's lifespan.
 
-Each slot is a thread that takes the next released task from a FIFO and runs it through the
-runner right there: a plain function is called in the slot thread; a coroutine function is
-handed to the event loop and the slot waits for it (one concurrency limit for both). The
-event loop itself only admits and releases tasks, so a task costs it no thread round trip, no
-future and no timer; one watchdog on the loop reports runs that pass the timeout."""
+Each slot is a thread that takes the next released task from a FIFO and runs it right there:
+a plain function is called in the slot thread; a coroutine function is handed to the event
+loop and the slot waits for it (one concurrency limit for both). The event loop itself only
+admits and releases tasks, so a task costs it no thread round trip, no future and no timer;
+one watchdog on the loop reports runs that pass the timeout."""
 
 import asyncio
 import contextlib
@@ -15,9 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from observability import names
-from observability.dispatch import Admission, BackendUnavailable, BacklogFull, TaskCall
-from observability.logs import get_logger
-from observability.runner import Run, TaskRunner, is_async_callable
+from observability.logs.configuration import get_logger
+from observability.tasks.admission import Admission, BackendUnavailable, BacklogFull
+from observability.tasks.batch import TaskCall
+from observability.tasks.execution import await_coroutine, call_in_thread
+from observability.tasks.function import is_async_callable
+from observability.tasks.recorder import Recorder
+from observability.tasks.run import Run
 
 QUEUE = "default"
 DRAIN_POLL_SECONDS = 0.02
@@ -29,11 +33,13 @@ class InProcessBackend:
 
     name = "inprocess"
 
-    def __init__(self, runner: TaskRunner, *, concurrency: int, backlog: int) -> None:
-        self.runner = runner
-        self.metrics = runner.metrics
+    def __init__(
+        self, recorder: Recorder, *, concurrency: int, backlog: int, timeout: float
+    ) -> None:
+        self.recorder = recorder
         self.concurrency = concurrency
         self.backlog = backlog
+        self.timeout = timeout
         self._lock = threading.Lock()  # guards _pending and _running (slots and loop use them)
         self._pending: dict[str, TaskCall] = {}  # accepted, not started, in admission order
         self._running: dict[str, tuple[Run | None, Any]] = {}  # task id -> (run, loop future)
@@ -44,8 +50,7 @@ class InProcessBackend:
         self._accepting = False
         self._closed = False
         self.log = get_logger("observability.inprocess", backend=self.name)
-        self._depth, self._oldest = self.metrics.declare_queue(self.name, QUEUE)
-        self.metrics.capacity.labels(self.name).set(concurrency)
+        recorder.queue_declared(QUEUE, capacity=concurrency)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -93,12 +98,14 @@ class InProcessBackend:
             under_way = list(self._running.values())
             self._update_queue_gauges()
         for call in never_ran:
-            self.runner.dropped(call.envelope, names.REASON_SHUTDOWN, accepted=True)
+            self.recorder.dropped(call.envelope, names.REASON_SHUTDOWN, accepted=True)
         for run, future in under_way:
             if future is not None:
-                future.cancel()  # a coroutine: cancelled, reported by the runner
+                future.cancel()  # a coroutine: cancelled, recorded by await_coroutine
             elif run is not None:
-                run.finish(names.OUTCOME_FAILURE, asyncio.CancelledError("shutdown"))
+                self.recorder.finished(
+                    run, names.OUTCOME_FAILURE, asyncio.CancelledError("shutdown")
+                )
         for _ in self._slots:
             self._released.put(None)
 
@@ -119,7 +126,7 @@ class InProcessBackend:
                 self._pending[call.envelope.id] = call
             self._update_queue_gauges()
         for call in calls:
-            self.runner.accepted(call.envelope)
+            self.recorder.accepted(call.envelope)
         return Admission(calls, self._release)
 
     def _release(self, calls: Sequence[TaskCall]) -> None:
@@ -146,16 +153,16 @@ class InProcessBackend:
         if is_async_callable(call.func):
             assert self._loop is not None
             future = asyncio.run_coroutine_threadsafe(
-                self.runner.run_async(call.envelope, call.func, None, parent=call.parent),
+                await_coroutine(self.recorder, call.envelope, call.func, self.timeout, call.parent),
                 self._loop,
             )
             with self._lock:
                 self._running[call.envelope.id] = (None, future)
-            # cancelled by the drain: the runner has reported it already
+            # cancelled by the drain: await_coroutine has recorded it already
             with contextlib.suppress(BaseException):
                 future.result()
             return
-        self.runner.run_in_thread(call.envelope, call.func, call.parent, self._started)
+        call_in_thread(self.recorder, call.envelope, call.func, call.parent, self._started)
 
     def _started(self, run: Run) -> None:
         with self._lock:
@@ -165,21 +172,22 @@ class InProcessBackend:
 
     async def _watch(self) -> None:
         """Report runs of plain functions that passed the timeout (their threads go on)."""
-        interval = min(0.1, self.runner.timeout / 10)
+        interval = min(0.1, self.timeout / 10)
         while True:
             await asyncio.sleep(interval)
             now = time.perf_counter()
             with self._lock:
                 runs = [run for run, _ in self._running.values() if run is not None]
             for run in runs:
-                if run.outcome is None and now - run.started_perf >= self.runner.timeout:
-                    run.finish(names.OUTCOME_TIMEOUT)
+                if run.outcome is None and now - run.started_perf >= self.timeout:
+                    self.recorder.finished(run, names.OUTCOME_TIMEOUT)
 
     def _busy(self) -> bool:
         return bool(self._pending or self._running)
 
     def _update_queue_gauges(self) -> None:
         """Under ``_lock``."""
-        self._depth.set(len(self._pending))
         oldest = next(iter(self._pending.values()), None)
-        self._oldest.set(oldest.envelope.enqueued_at if oldest else 0.0)
+        self.recorder.queue_changed(
+            QUEUE, len(self._pending), oldest.envelope.enqueued_at if oldest else 0.0
+        )

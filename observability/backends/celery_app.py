@@ -2,15 +2,15 @@
 
 from celery import Celery
 
-from service.settings import Settings
+from observability.settings import ObservabilitySettings
 
 CELERY_QUEUE = "celery"
 HARD_LIMIT_GRACE_SECONDS = 5.0  # from the soft time limit (reported timeout) to SIGKILL
 
 
-def create_celery_app(settings: Settings) -> Celery:
+def create_celery_app(settings: ObservabilitySettings, main: str | None = None) -> Celery:
     """The Celery app: late acknowledgement, Celery time limits from the task timeout."""
-    app = Celery("notification_service", broker=settings.broker_url)
+    app = Celery(main or settings.service_name.replace("-", "_"), broker=settings.broker_url)
     app.conf.update(
         task_default_queue=CELERY_QUEUE,
         task_acks_late=True,

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from observability import names
-from observability.logs import get_logger
+from observability.logs.configuration import get_logger
 
 DEFAULT_MAX_QUEUE_SIZE = 2048  # the OTEL_BSP_MAX_QUEUE_SIZE default of the specification
 DEFAULT_BATCH_SIZE = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE's
@@ -58,7 +58,7 @@ class _Accounting:
         self._lock = threading.Lock()
         self._unlogged_drops = 0
         self._last_drop_log = 0.0
-        self.log = get_logger("observability.exporting")
+        self.log = get_logger("observability.tracing")
 
     def admit(self) -> bool:
         with self._lock:

@@ -7,8 +7,8 @@ import threading
 from types import FrameType
 from typing import Any
 
-from observability.dispatch import Backend
-from observability.logs import get_logger
+from observability.logs.configuration import get_logger
+from observability.tasks.backend import Backend
 
 
 class GracefulShutdown:
@@ -24,7 +24,7 @@ class GracefulShutdown:
         self._previous: Any = None
         self._drain: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.log = get_logger("service.shutdown")
+        self.log = get_logger("observability.shutdown")
 
     def install(self) -> None:
         """Take over SIGTERM (only possible in the main thread; elsewhere a no-op)."""

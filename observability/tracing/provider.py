@@ -10,9 +10,9 @@ from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from prometheus_client import CollectorRegistry
 
-from observability.export_process import ProcessSpanExporter
-from observability.exporting import AccountedSpanProcessor, SpanExportMetrics
-from observability.logs import LogFormat, get_logger
+from observability.logs.configuration import LogFormat, get_logger
+from observability.tracing.accounting import AccountedSpanProcessor, SpanExportMetrics
+from observability.tracing.process_exporter import ProcessSpanExporter
 
 SUPPORTED_PROTOCOLS = ("http/protobuf",)
 

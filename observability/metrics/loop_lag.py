@@ -9,7 +9,7 @@ import time
 from prometheus_client import CollectorRegistry, Histogram
 
 from observability import names
-from observability.logs import get_logger
+from observability.logs.configuration import get_logger
 
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -34,7 +34,7 @@ class LoopLagMonitor:
             registry=registry,
         )
         self._task: asyncio.Task[None] | None = None
-        self.log = get_logger("observability.looplag")
+        self.log = get_logger("observability.loop_lag")
 
     def start(self) -> None:
         """Start measuring on the running loop."""

@@ -1,22 +1,12 @@
-"""Prometheus metrics of background tasks and HTTP requests, created once per registry."""
+"""The contract's ``background_task_*`` metrics, and the children of one task's series."""
 
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from observability import names
 
-HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TASK_BUCKETS = (
     0.005,
     0.01,
@@ -48,6 +38,35 @@ class TaskSeries:
         self.in_progress = metrics.in_progress.labels(task, backend)
         self.last_started = metrics.last_started.labels(task, backend)
         self._by_outcome: dict[str, tuple[Any, Any, Any]] = {}
+
+    def record_start(
+        self, started_at: float, queue_wait: float, exemplar: dict[str, str] | None
+    ) -> None:
+        self.started.inc()
+        self.in_progress.inc()
+        self.last_started.set(started_at)
+        self.queue_wait.observe(queue_wait, exemplar=exemplar)
+
+    def record_finish(
+        self,
+        outcome: str,
+        duration: float,
+        finished_at: float,
+        exemplar: dict[str, str] | None,
+        *,
+        live: bool = True,
+    ) -> None:
+        """``live``: the run was started in this process (a run reported for a dead process
+        leaves the in-progress count alone: it went with that process)."""
+        finished, histogram, last_finished = self.outcome(outcome)
+        finished.inc()
+        histogram.observe(duration, exemplar=exemplar)
+        if live:
+            self.in_progress.dec()
+        last_finished.set(finished_at)
+
+    def record_failure(self, error_type: str) -> None:
+        self.metrics.failures.labels(*self.labels, error_type).inc()
 
     def outcome(self, outcome: str) -> tuple[Any, Any, Any]:
         """(finished counter, duration histogram, last-finished gauge) for ``outcome``."""
@@ -201,49 +220,3 @@ class TaskMetrics:
         for child in children:
             child.set(0)
         return children
-
-
-class HttpMetrics:
-    """The contract's ``http_server_*`` metrics."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.duration = Histogram(
-            names.HTTP_REQUEST_DURATION,
-            "Seconds from request start until the response is sent.",
-            ("method", "route", "status_code"),
-            buckets=HTTP_BUCKETS,
-            registry=registry,
-        )
-        self.active = Gauge(
-            names.HTTP_ACTIVE_REQUESTS,
-            "Requests whose response is not sent yet.",
-            ("method",),
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        # children by label values (bounded: methods are normalised, routes are templates)
-        self._children: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, metric: Gauge | Histogram, *labels: str) -> Any:
-        key = (metric, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
-    def active_for(self, method: str) -> Any:
-        return self._child(self.active, method)
-
-    def duration_for(self, method: str, route: str, status_code: str) -> Any:
-        return self._child(self.duration, method, route, status_code)
-
-
-def new_registry() -> CollectorRegistry:
-    """A registry with the process, platform and GC collectors. (Also turns off the client's
-    ``*_created`` series, process-wide: they double the series count for nothing.)"""
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry

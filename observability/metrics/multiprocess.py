@@ -14,7 +14,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from observability.metrics_dir import alive
+from observability.metrics.directory import alive
 
 
 def enabled() -> bool:

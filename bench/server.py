@@ -1,0 +1,112 @@
+"""One app under test served by real uvicorn on a free 127.0.0.1 port: start, readings, stop.
+
+Every app gets the same server: one process, ``--loop uvloop --http httptools --log-level
+warning --no-access-log``, its file sinks in a fresh ``NOTIFY_DATA_DIR`` and, when it exports
+spans, a local OTLP receiver of its own (``bench/otlp_sink.py``). Both are processes of the
+harness, stopped by their pid.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.apps import AppSpec
+from bench.common import HOST, ROOT, free_port, proc_cpu_seconds, proc_status, wait_exit
+from bench.load import IDLE_PATH
+from bench.otlp_sink import Sink
+
+
+def http_probe(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1) as s:
+            s.sendall(f"GET {IDLE_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            return s.recv(12).startswith(b"HTTP/1.1")
+    except OSError:
+        return False
+
+
+def uvicorn_options() -> list[str]:
+    """uvloop and httptools, explicitly: the fast stack for every app alike."""
+    missing = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(
+            f"{', '.join(missing)} not installed: pip install 'uvicorn[standard]' "
+            "(a dependency of this project: make .venv/bin/.installed)"
+        )
+    return ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+
+
+def server_env(spec: AppSpec, data_dir: Path, endpoint: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
+    env.update(spec.env)
+    env["NOTIFY_DATA_DIR"] = str(data_dir)
+    if endpoint is not None:
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = endpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+    return env
+
+
+class Server:
+    """One app under uvicorn (and its OTLP receiver), processes of our own."""
+
+    def __init__(self, spec: AppSpec, workdir: Path, keep_spans: bool = True) -> None:
+        self.spec = spec
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True)
+        self.stdout_path = workdir / "stdout.log" if spec.stdout == "file" else None
+        self.stderr_path = workdir / "stderr.log"
+        self.sink = Sink(workdir / "sink", keep_bodies=keep_spans) if spec.otlp else None
+        self.port = free_port()
+        env = server_env(spec, self.data_dir, self.sink.endpoint if self.sink else None)
+        cmd = [sys.executable, "-m", "uvicorn", spec.target]
+        if spec.factory:
+            cmd.append("--factory")
+        cmd += ["--host", HOST, "--port", str(self.port), *uvicorn_options()]
+        self.command = cmd
+        self._stdout = open(self.stdout_path or os.devnull, "wb")  # noqa: SIM115
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self._stdout, stderr=self._stderr
+        )
+        deadline = time.monotonic() + 60
+        while not http_probe(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{spec.name} did not start: {self.stderr_path.read_text()[-2000:]}"
+                )
+            time.sleep(0.05)
+
+    @property
+    def log_txt(self) -> Path:
+        return self.data_dir / "log.txt"
+
+    def stdout_bytes(self) -> int | None:
+        return self.stdout_path.stat().st_size if self.stdout_path else None
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.proc.pid)
+
+    def sink_cpu_seconds(self) -> float:
+        return self.sink.cpu_seconds() if self.sink else 0.0
+
+    def rss_kb(self) -> int:
+        return proc_status(self.proc.pid, "VmRSS")
+
+    def stop(self) -> tuple[int | None, dict[str, Any]]:
+        """Stop the server (SIGTERM: its lifespan drains and flushes spans), then the sink."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = wait_exit(self.proc, 40)
+        self._stdout.close()
+        self._stderr.close()
+        sink_stats = self.sink.stop() if self.sink else {}
+        return code, sink_stats

@@ -1,0 +1,1 @@
+"""Apps that are not this service, adopting the ``observability`` package."""

@@ -1,0 +1,155 @@
+"""A Celery worker's processes: the main process starts the merged ``/metrics`` server and
+reports runs killed at the hard time limit; whichever process runs tasks (a prefork child, or
+the main process with threads) builds its tracer, recorder and runtime on first use."""
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import TimeLimitExceeded
+from opentelemetry.trace import SpanKind, TracerProvider
+from prometheus_client import CollectorRegistry, start_http_server
+
+from observability import names
+from observability.backends.celery_message import envelope_from_message
+from observability.backends.celery_worker import WorkerRuntime
+from observability.logs.configuration import configure_logging, get_logger
+from observability.metrics import directory, multiprocess
+from observability.metrics.tasks import TaskMetrics
+from observability.settings import ObservabilitySettings
+from observability.tasks.failure import FailureSink
+from observability.tasks.function import TaskFunction
+from observability.tasks.recorder import Recorder
+from observability.tasks.timeout import HardTimeLimitExceeded
+from observability.tracing.provider import create_tracer_provider, shutdown_tracer_provider
+
+BACKEND = "celery"
+_KILLED_REMEMBERED = 1000
+
+
+class WorkerProcess:
+    """``tasks``: the task table by name; ``service_name``: of the worker's spans (unless
+    ``OTEL_SERVICE_NAME`` says otherwise); ``failure_sink`` gets every run that did not succeed;
+    ``prepare`` runs in each process before its first task (e.g. creating a data folder)."""
+
+    def __init__(
+        self,
+        settings: ObservabilitySettings,
+        tasks: Mapping[str, TaskFunction],
+        metrics_dir: Path,
+        *,
+        service_name: str,
+        failure_sink: FailureSink | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service_name = service_name
+        self.tasks = dict(tasks)
+        self.metrics_dir = metrics_dir
+        self.failure_sink = failure_sink
+        self.prepare = prepare
+        self.registry = CollectorRegistry()  # values go to the multiprocess files
+        self.celery_time_limits = False
+        self._metrics: TaskMetrics | None = None
+        self._killed: set[str] = set()
+        self._runtime: WorkerRuntime | None = None
+        self._provider: TracerProvider | None = None
+
+    def configure_logging(self) -> None:
+        settings = self.settings
+        configure_logging(settings.log_format, settings.log_level, masking=settings.log_masking)
+
+    def start(self, concurrency: int, pool: str) -> None:
+        """In the main process, before the pool starts: a clean metrics directory, the series of
+        known tasks at zero, the capacity and the ``/metrics`` server. Runs are bounded by
+        Celery's time limits under prefork, by the runtime otherwise (threads ignore them)."""
+        self.celery_time_limits = "prefork" in pool or pool == "processes"
+        self.configure_logging()
+        if not multiprocess.enabled():
+            raise RuntimeError(
+                "prometheus_client was imported before the worker claimed "
+                f"{directory.ENV}: worker metrics would not add up across processes"
+            )
+        directory.reset(self.metrics_dir)
+        metrics = self.task_metrics()
+        metrics.declare(self.tasks, BACKEND, (*names.OUTCOMES, names.OUTCOME_RETRY))
+        for task in self.tasks:
+            metrics.redelivered.labels(task, BACKEND)
+        metrics.capacity.labels(BACKEND).set(concurrency)
+        port = self.settings.worker_metrics_port
+        if port:
+            start_http_server(port, registry=multiprocess.exposition_registry(self.metrics_dir))
+        get_logger("service.worker").info(
+            "worker.started", metrics_port=port, concurrency=concurrency, pool=pool
+        )
+
+    def task_metrics(self) -> TaskMetrics:
+        """The worker's metrics, created once (values go to the multiprocess files)."""
+        if self._metrics is None:
+            self._metrics = TaskMetrics(self.registry)
+        return self._metrics
+
+    def runtime(self) -> WorkerRuntime:
+        if self._runtime is None:
+            self._runtime = self._build()
+        return self._runtime
+
+    def _build(self) -> WorkerRuntime:
+        settings = self.settings
+        self.configure_logging()
+        self._provider = create_tracer_provider(self.service_name, self.registry)
+        if self.prepare is not None:
+            self.prepare()
+        recorder = Recorder(
+            backend=BACKEND,
+            metrics=self.task_metrics(),
+            tracer_provider=self._provider,
+            timeout=settings.task_timeout_seconds,
+            failure_sink=self.failure_sink,
+            span_kind=SpanKind.CONSUMER,
+            link_parent=settings.celery_trace_mode == "link",
+            lifecycle_events=settings.log_task_lifecycle,
+        )
+        return WorkerRuntime(
+            recorder,
+            self._resolve,
+            timeout=settings.task_timeout_seconds,
+            celery_time_limits=self.celery_time_limits,
+        )
+
+    def _resolve(self, name: str) -> TaskFunction:
+        if name not in self.tasks:
+            raise LookupError(f"unknown task {name!r}")
+        return self.tasks[name]
+
+    def killed_at_hard_limit(self, payload: dict[str, Any], error: TimeLimitExceeded) -> None:
+        """Report a run Celery killed at its hard time limit as ``timeout``."""
+        envelope = envelope_from_message(payload)
+        if envelope.id in self._killed:  # Celery signals the failure twice
+            return
+        if len(self._killed) > _KILLED_REMEMBERED:
+            self._killed.clear()
+        self._killed.add(envelope.id)
+        limit = float(error.args[0]) if error.args else self.settings.task_timeout_seconds
+        killed = HardTimeLimitExceeded(f"task killed at its {limit:g}s hard time limit")
+        self.runtime().recorder.killed(envelope, limit, killed)
+
+    def child_started(self) -> None:
+        """In a new prefork child: build a runtime of its own (the parent's, if the parent made
+        one to report a hard time limit, has a tracer whose export thread stayed behind)."""
+        self._runtime, self._provider = None, None
+
+    def child_stopping(self) -> None:
+        """A prefork child exits: flush its spans, its live gauges stop counting."""
+        self._stop_tracing()
+        multiprocess.process_exited(self.metrics_dir)
+
+    def shutdown(self) -> None:
+        """The main process exits."""
+        self._stop_tracing()
+        directory.remove(self.metrics_dir)
+
+    def _stop_tracing(self) -> None:
+        if self._provider is not None:
+            shutdown_tracer_provider(self._provider)
+            self._provider = None

@@ -1,0 +1,1 @@
+"""The HTTP side: the server span and ``http_server_*`` metrics of every request."""

@@ -1,0 +1,36 @@
+"""Settings of the instrumentation, from environment variables (pydantic-settings). An
+application subclasses them with its own fields and prefix (the service: ``NOTIFY_``)."""
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
+
+
+class ObservabilitySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OBSERVABILITY_", extra="ignore")
+
+    service_name: str = "fastapi-service"
+    task_backend: Literal["inprocess", "celery"] = "inprocess"
+    broker_url: str = "redis://localhost:6379/0"
+    task_timeout_seconds: float = Field(30.0, gt=0)
+    task_concurrency: int = Field(8, ge=1)
+    task_backlog: int = Field(10000, ge=1)
+    task_history_size: int = Field(10000, ge=1)
+    task_max_retries: int = Field(0, ge=0)
+    task_retry_backoff_seconds: float = Field(1.0, ge=0)
+    shutdown_grace_seconds: float = Field(25.0, ge=0)
+    log_format: Literal["json", "console"] = "json"
+    log_level: LogLevel = "INFO"
+    log_masking: bool = True
+    log_task_lifecycle: bool = False
+    access_log: bool = False
+    metrics_token: SecretStr = SecretStr("")
+    metrics_port: int = Field(0, ge=0, le=65535)
+    span_export_process: bool = True
+    worker_metrics_port: int = Field(9101, ge=0, le=65535)
+    worker_pool: Literal["prefork", "threads"] = "prefork"
+    celery_trace_mode: Literal["child", "link"] = "child"
+    broker_visibility_timeout_seconds: float = Field(3600.0, gt=0)

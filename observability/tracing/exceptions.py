@@ -1,0 +1,20 @@
+"""An exception recorded on a span with its message and stack trace masked: neither may carry
+user values (e-mail addresses, phone numbers) to the tracing backend."""
+
+import traceback
+from collections.abc import Callable
+
+from opentelemetry.trace import Span
+
+
+def record_masked(
+    span: Span, error: BaseException, mask: Callable[[str], str], message: str | None = None
+) -> None:
+    """Add ``error``'s exception event to ``span``; ``message`` replaces ``str(error)``."""
+    span.record_exception(
+        error,
+        attributes={
+            "exception.message": mask(str(error) if message is None else message),
+            "exception.stacktrace": mask("".join(traceback.format_exception(error))),
+        },
+    )

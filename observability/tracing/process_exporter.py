@@ -1,0 +1,123 @@
+"""Span export off the serving process: the exporter the batch processor calls hands each batch
+over as plain values (``codec``) to a helper process (``export_helper``), which encodes and
+sends it with the OTLP/HTTP exporter and answers with the batch's result. The batch
+processor's thread waits for that answer outside the GIL, so accounting, back-pressure and
+timeouts stay those of an exporter called in place; the serving process is spared the OTLP
+encoding, done in Python while holding its GIL (bench/profile.md has the figures).
+
+A helper that dies fails the batch it had (counted as an export failure by the caller) and is
+started again for the next one; a helper whose parent is gone sees its input end and exits."""
+
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import IO
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from observability import names
+from observability.logs.configuration import LogFormat, get_logger
+from observability.tracing import export_helper
+from observability.tracing.codec import flatten
+
+STOP_SECONDS = 5.0
+
+
+class ProcessSpanExporter(SpanExporter):
+    """Exports through a helper process running the OTLP/HTTP exporter (see the module)."""
+
+    def __init__(self, *, log_format: LogFormat = "json", log_level: str = "INFO") -> None:
+        self._command = [
+            sys.executable,
+            "-m",
+            export_helper.__name__,
+            "--log-format",
+            log_format,
+            "--log-level",
+            log_level,
+        ]
+        self._lock = threading.Lock()  # one batch at a time through the child
+        self._child: subprocess.Popen[bytes] | None = None
+        self._replies: IO[bytes] | None = None
+        self._closed = False
+        self.log = get_logger("observability.tracing.process_exporter")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        payload = pickle.dumps(flatten(spans), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            if self._closed:
+                return SpanExportResult.FAILURE
+            child, replies = self._running()
+            try:
+                assert child.stdin is not None
+                child.stdin.write(export_helper.HEADER.pack(len(payload)) + payload)
+                child.stdin.flush()
+                reply = replies.read(1)
+            except (OSError, ValueError):  # the child is gone (or shut down meanwhile)
+                reply = b""
+            if not reply:
+                self._lost(child)
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if reply == export_helper.OK else SpanExportResult.FAILURE
+
+    def _running(self) -> tuple["subprocess.Popen[bytes]", IO[bytes]]:
+        """The child, started if there is none (under ``_lock``)."""
+        if self._child is not None and self._child.poll() is not None:
+            self._lost(self._child)  # it died between two batches
+        if self._child is None or self._replies is None:
+            read_end, write_end = os.pipe()
+            try:
+                self._child = subprocess.Popen(
+                    [*self._command, "--reply-fd", str(write_end)],
+                    stdin=subprocess.PIPE,
+                    pass_fds=(write_end,),
+                )
+            finally:
+                os.close(write_end)
+            self._replies = os.fdopen(read_end, "rb", buffering=0)
+        return self._child, self._replies
+
+    def _lost(self, child: "subprocess.Popen[bytes]") -> None:
+        """The child has ended unasked (under ``_lock``): reap it; the next batch starts a new
+        one."""
+        self._stop_child(0.0)
+        if not self._closed:
+            self.log.warning(names.EVENT_EXPORT_PROCESS_EXITED, returncode=child.returncode)
+
+    def _stop_child(self, grace: float) -> None:
+        child, replies = self._child, self._replies
+        self._child = self._replies = None
+        if child is None:
+            return
+        if child.stdin is not None:
+            with contextlib.suppress(OSError):
+                child.stdin.close()  # the child finishes its batch, sees the end and exits
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if replies is not None:
+            replies.close()
+
+    def shutdown(self) -> None:
+        """Stop the child: at once when a batch is still under way (the collector is down or
+        slow, the caller gave up waiting), else after it has exited by itself."""
+        self._closed = True
+        if self._lock.acquire(timeout=0.1):
+            try:
+                self._stop_child(STOP_SECONDS)
+            finally:
+                self._lock.release()
+        else:  # a batch holds the lock: end its child, its export then fails at once
+            child = self._child
+            if child is not None and child.poll() is None:
+                child.kill()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True  # nothing is kept here: each batch is answered before export returns
