@@ -99,7 +99,7 @@ class Telemetry:
         shutdown.install()
         log = get_logger("service")
         log.info(
-            "service.started",
+            names.EVENT_SERVICE_STARTED,
             backend=self.backend.name,
             concurrency=settings.task_concurrency,
             backlog=settings.task_backlog,
@@ -109,7 +109,7 @@ class Telemetry:
         finally:
             shutdown.uninstall()
             await self.backend.drain(shutdown.remaining_grace())
-            log.info("service.stopped")
+            log.info(names.EVENT_SERVICE_STOPPED)
             await self.loop_lag.stop()
             if metrics_server is not None:
                 metrics_server.shutdown()

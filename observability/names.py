@@ -64,6 +64,17 @@ EVENT_LOOP_STALLED: Final = "event_loop.stalled"
 EVENT_SPANS_DROPPED: Final = "tracing.spans_dropped"
 EVENT_EXPORT_PROCESS_EXITED: Final = "tracing.export_process_exited"
 EVENT_EXPORT_BATCH_FAILED: Final = "tracing.export_batch_failed"
+EVENT_PROTOCOL_UNSUPPORTED: Final = "tracing.protocol_unsupported"
+EVENT_SERVICE_STARTED: Final = "service.started"
+EVENT_SERVICE_STOPPED: Final = "service.stopped"
+EVENT_WORKER_STARTED: Final = "worker.started"
+EVENT_SHUTDOWN_DRAINING: Final = "shutdown.draining"
+EVENT_SHUTDOWN_DRAINED: Final = "shutdown.drained"
+EVENT_SHUTDOWN_FORCED: Final = "shutdown.forced"
+EVENT_DRAIN_TIMEOUT: Final = "backend.drain_timeout"
+EVENT_PUBLISH_FAILED: Final = "broker.publish_failed"
+EVENT_BROKER_UNREACHABLE: Final = "broker.unreachable"
+EVENT_LOOKUP_FAILED: Final = "broker.lookup_failed"
 
 OUTCOME_EVENTS: Final = {
     OUTCOME_SUCCESS: EVENT_SUCCEEDED,

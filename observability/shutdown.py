@@ -7,6 +7,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from observability import names
 from observability.logs.configuration import get_logger
 from observability.tasks.backend import Backend
 
@@ -52,13 +53,13 @@ class GracefulShutdown:
             self._drain = asyncio.get_running_loop().create_task(self._drain_then_stop(signum))
             return
         self.forced = True
-        self.log.warning("shutdown.forced")
+        self.log.warning(names.EVENT_SHUTDOWN_FORCED)
         self._pass_on(signum, frame)
 
     async def _drain_then_stop(self, signum: int) -> None:
-        self.log.info("shutdown.draining", grace_seconds=self.grace)
+        self.log.info(names.EVENT_SHUTDOWN_DRAINING, grace_seconds=self.grace)
         await self.backend.drain(self.grace)
-        self.log.info("shutdown.drained")
+        self.log.info(names.EVENT_SHUTDOWN_DRAINED)
         if not self.forced:
             self._pass_on(signum, None)
 

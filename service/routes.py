@@ -23,6 +23,15 @@ def build_router(
     """The notification endpoints, adding tasks of ``notifications``; text limits come from
     ``settings``; task lookup and readiness from ``telemetry``."""
     router = APIRouter(route_class=TaskRoute, responses=LIMIT_RESPONSES)
+    _add_notification_routes(router, settings, notifications)
+    _add_status_routes(router, settings, telemetry)
+    return router
+
+
+def _add_notification_routes(
+    router: APIRouter, settings: Settings, notifications: NotificationService
+) -> None:
+    """The tutorial's four endpoints."""
     Text = Annotated[str, Query(min_length=1, max_length=settings.max_text_length)]
     OptionalText = Annotated[str | None, Query(min_length=1, max_length=settings.max_text_length)]
     Recipient = Annotated[Email, Path(description="recipient e-mail address")]
@@ -58,6 +67,10 @@ def build_router(
         task_id = tasks.add_task(notifications.safe_write_log, SAFE_ENTRY)
         return {"status": "error-handled", "task_ids": [task_id]}
 
+
+def _add_status_routes(router: APIRouter, settings: Settings, telemetry: Telemetry) -> None:
+    """Task lookup, liveness and readiness."""
+
     @router.get("/tasks/{task_id}", responses=LOOKUP_RESPONSES)
     async def get_task(task_id: Annotated[str, Path(max_length=64)]) -> Any:
         status = await telemetry.task_status(task_id)
@@ -80,5 +93,3 @@ def build_router(
         if telemetry.ready():
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
-
-    return router

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 CLEAN = {"dependencies": [{"name": "fastapi", "version": "0.115.0", "vulns": []}], "fixes": []}
 VULNERABLE = {

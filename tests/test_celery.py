@@ -9,15 +9,10 @@ from typing import Any
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.conftest import (
-    FifoReader,
-    OtlpReceiver,
-    ServiceProcess,
-    WorkerProcess,
-    otlp_env,
-    span_attributes,
-    wait_until,
-)
+from tests.support.fifo import FifoReader
+from tests.support.otlp import OtlpReceiver, otlp_env, span_attributes
+from tests.support.polling import wait_until
+from tests.support.processes import ServiceProcess, WorkerProcess
 
 
 @pytest.fixture
@@ -235,6 +230,6 @@ def test_threads_pool_reports_a_timeout_at_the_deadline(
     try:
         wait_until(lambda: reader.read())
     finally:
-        reader.close()
+        reader.stop()
     wait_until(lambda: [e for e in worker.logs() if e.get("event") == "task.overran"])
     assert finished(worker, "safe_write_log", "success") == 0

@@ -15,15 +15,10 @@ import redis
 from celery import Celery
 
 from observability.metrics import directory as metrics_dir
-from tests.conftest import (
-    FifoReader,
-    OtlpReceiver,
-    WorkerProcess,
-    otlp_env,
-    span_attributes,
-    wait_until,
-)
-from tests.stack.live import ephemeral_redis, free_port
+from tests.support.fifo import FifoReader
+from tests.support.otlp import OtlpReceiver, otlp_env, span_attributes
+from tests.support.polling import wait_until
+from tests.support.processes import WorkerProcess, ephemeral_redis, free_port
 
 
 def celery_env(tmp_path: Path, broker_url: str, **extra: str) -> dict[str, str]:
@@ -60,7 +55,7 @@ def test_prefork_children_add_up_on_the_worker_metrics(
     try:
         wait_until(lambda: reader.read() == "安全日志条目\n".encode())
     finally:
-        reader.close()
+        reader.stop()
     wait_until(lambda: finished(worker, "safe_write_log", "success") == 1)
     assert value(worker, "background_task_started_total", "sms_task") == 5
     assert value(worker, "background_task_in_progress", "safe_write_log") == 0

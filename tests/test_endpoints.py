@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServiceProcess, wait_until
+from tests.support.polling import wait_until
+from tests.support.processes import ServiceProcess
 
 
 def lines(path: Path) -> list[str]:

@@ -10,15 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
-    ChildProcess,
-    OtlpReceiver,
-    otlp_env,
-    sample_value,
-    span_attributes,
-    wait_until,
-)
-from tests.stack.live import api_command, free_port
+from tests.support.metrics import sample_value
+from tests.support.otlp import OtlpReceiver, otlp_env, span_attributes
+from tests.support.polling import wait_until
+from tests.support.processes import ChildProcess, api_command, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -1,70 +1,19 @@
-"""Span export through the helper process: spans arrive exactly as the in-place exporter would
-encode them, a child that dies fails only its batch, shutdown ends a hanging export."""
+"""Span export through the helper process: batches reach the collector, a child that dies
+fails only its batch, shutdown ends a hanging export (the span codec: test_span_codec.py)."""
 
 import os
-import pickle
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from opentelemetry.trace.span import TraceState
+from opentelemetry.sdk.trace.export import SpanExportResult
 
-from observability.tracing.codec import flatten, rebuild
 from observability.tracing.process_exporter import ProcessSpanExporter
-from tests.conftest import OtlpReceiver, wait_until
-from tests.stack.live import free_port
-
-
-def sample_spans() -> list[ReadableSpan]:
-    """A server span, a failed child with an exception event, a span with a link, trace state
-    and attributes beyond the limit (dropped)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": "export-test"}),
-        span_limits=SpanLimits(max_span_attributes=3),
-    )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("observability.runner", "1.0")
-    with (
-        tracer.start_as_current_span(
-            "POST /send-notification/{email}",
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "http.response.status_code": 200},
-        ) as server,
-        tracer.start_as_current_span("background_task write_log") as task,
-    ):
-        task.set_attributes({"background_task.queue_wait_seconds": 0.25, "flag": True})
-        task.set_attributes({"ids": ("a", "b"), "n": 3})  # the 4th attribute: dropped
-        task.record_exception(ValueError("bad"), attributes={"exception.message": "bad"})
-        task.set_status(Status(StatusCode.ERROR, "ValueError: bad"))
-    context = server.get_span_context()
-    linked = type(context)(
-        context.trace_id, context.span_id, False, context.trace_flags, TraceState([("k", "v")])
-    )
-    with tracer.start_as_current_span("linked", links=[Link(linked, {"why": "fan-in"})]):
-        pass
-    provider.shutdown()
-    return list(exporter.get_finished_spans())
-
-
-def test_spans_cross_as_plain_values_and_encode_the_same() -> None:
-    """Flattened, pickled and rebuilt, a batch encodes to exactly the OTLP request the in-place
-    exporter would send (dropped counts, events, links, status and trace state included)."""
-    spans = sample_spans()
-    rebuilt = rebuild(pickle.loads(pickle.dumps(flatten(spans))))
-    assert encode_spans(rebuilt) == encode_spans(spans)
-    task = rebuilt[0]  # the first to end
-    assert task.dropped_attributes == spans[0].dropped_attributes == 1
-    assert task.events[0].name == "exception" and task.status.status_code is StatusCode.ERROR
-    assert rebuilt[2].links[0].context.trace_state == TraceState([("k", "v")])
+from tests.support.otlp import OtlpReceiver
+from tests.support.polling import wait_until
+from tests.support.processes import export_children, free_port
+from tests.support.spans import sample_spans
 
 
 @pytest.fixture
@@ -73,24 +22,6 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[ProcessSpanExporter]:
     process_exporter = ProcessSpanExporter()
     yield process_exporter
     process_exporter.shutdown()
-
-
-def export_children(parent: int | None = None) -> list[int]:
-    """Pids of the export helpers of process ``parent`` (this one by default)."""
-    parent = os.getpid() if parent is None else parent
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"observability.tracing.export_helper" in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 def test_batches_reach_the_collector_through_the_child(

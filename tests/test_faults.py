@@ -18,34 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.accounting import books_from_logs, wait_balanced
-from tests.conftest import (
-    OtlpReceiver,
-    ServiceProcess,
-    _starter,
-    otlp_env,
-    sample_value,
-    wait_until,
-)
-from tests.stack.live import free_port
-from tests.test_export_process import export_children
-from tests.test_observability import FifoReader, make_fifo
-
-
-class FaultyService(ServiceProcess):
-    """The service with deliberately bad tasks (tests/faulty_app.py)."""
-
-    factory = "tests.faulty_app:create_app"
-
-
-@pytest.fixture
-def start_faulty_service(tmp_path: Path) -> Iterator[Any]:
-    yield from _starter(FaultyService, tmp_path)
-
-
-def events(service: ServiceProcess, name: str) -> list[dict[str, Any]]:
-    return [line for line in service.logs() if line.get("event") == name]
-
+from tests.support.accounting import books_from_logs, wait_balanced
+from tests.support.fifo import FifoReader, make_fifo
+from tests.support.metrics import sample_value
+from tests.support.otlp import OtlpReceiver, otlp_env
+from tests.support.polling import wait_until
+from tests.support.processes import export_children, free_port
 
 # -- tasks that raise, hang, block the loop ----------------------------------------------------
 
@@ -81,14 +59,14 @@ def test_loop_blocking_task_shows_as_lag_and_timeout(start_faulty_service: Any) 
     task_id = service.client.post("/faults/block-loop", params={"seconds": 1.5}).json()["task_ids"][
         0
     ]
-    wait_until(lambda: events(service, "event_loop.stalled"), timeout=15)
+    wait_until(lambda: service.events("event_loop.stalled"), timeout=15)
     assert service.client.get("/healthz").status_code == 200
     text = service.metrics()
     stalls = sample_value(text, "event_loop_lag_seconds_count") - sample_value(
         text, lag_over_1s, le="1.0"
     )
     assert stalls >= 1
-    assert max(e["lag_seconds"] for e in events(service, "event_loop.stalled")) >= 1.0
+    assert max(e["lag_seconds"] for e in service.events("event_loop.stalled")) >= 1.0
     record = wait_until(
         lambda: (r := service.client.get(f"/tasks/{task_id}").json())["state"] != "running" and r
     )
@@ -254,7 +232,7 @@ def test_unwritable_sinks_fail_runs_visibly(start_service: Any, tmp_path: Path) 
         )
         == 3
     )
-    sink_errors = events(service, "task.failure_sink_error")
+    sink_errors = service.events("task.failure_sink_error")
     assert len(sink_errors) == 3 and all(
         e["error_type"] == "IsADirectoryError" for e in sink_errors
     )
@@ -313,9 +291,9 @@ def test_full_disk_fails_runs_visibly_and_recovers(start_service: Any, full_disk
         )
         == 3
     )
-    failed = events(service, "task.failed")
+    failed = service.events("task.failed")
     assert all("No space left" in line["error"] for line in failed)
-    assert len(events(service, "task.failure_sink_error")) == 3
+    assert len(service.events("task.failure_sink_error")) == 3
     assert service.client.get("/healthz").status_code == 200
     (full_disk / "filler").unlink()
     service.client.post("/send-sms", params={"phone": "+15551234567", "msg": "after"})
@@ -333,12 +311,12 @@ def test_sigkill_loses_pending_inprocess_tasks_visibly(start_service: Any, tmp_p
     fifo = make_fifo(tmp_path / "data")  # the first run blocks; the rest wait
     service = start_service(NOTIFY_TASK_CONCURRENCY="1", NOTIFY_LOG_TASK_LIFECYCLE="true")
     accepted = [service.client.post("/safe-notify").json()["task_ids"][0] for _ in range(5)]
-    wait_until(lambda: events(service, "task.started"))
+    wait_until(lambda: service.events("task.started"))
     service.process.send_signal(signal.SIGKILL)
     assert service.process.wait(10) == -signal.SIGKILL
     FifoReader(fifo, seconds=0.5)
     books = books_from_logs(service.logs())
     ledger = books.ledgers["safe_write_log"]
     assert ledger.enqueued == 5 and ledger.ended == 0
-    enqueued = {e["task_id"] for e in events(service, "task.enqueued")}
+    enqueued = {e["task_id"] for e in service.events("task.enqueued")}
     assert enqueued == set(accepted)

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ServiceProcess, sample_value, wait_until
+from tests.support.metrics import sample_value
+from tests.support.polling import wait_until
+from tests.support.processes import ServiceProcess
 
 TEXT = st.text(st.characters(codec="utf-8"), max_size=60)
 

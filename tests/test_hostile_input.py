@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from service.sinks import unescape
-from tests.accounting import wait_balanced
-from tests.conftest import ServiceProcess
+from tests.support.accounting import wait_balanced
+from tests.support.processes import ServiceProcess
 
 BIDI_AND_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 

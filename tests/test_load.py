@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 
-from tests.accounting import wait_balanced
-from tests.conftest import ServiceProcess, sample_value
-from tests.test_observability import FifoReader, make_fifo
+from tests.support.accounting import wait_balanced
+from tests.support.fifo import FifoReader, make_fifo
+from tests.support.metrics import sample_value
+from tests.support.processes import ServiceProcess
 
 SOAK_SECONDS = float(os.environ.get("NOTIFY_SOAK_SECONDS", "20"))
 
@@ -101,9 +102,7 @@ def test_burst_beyond_capacity_is_bounded_and_accounted(start_service: Any, tmp_
     assert ledger.enqueued == len(accepted) == ledger.succeeded
     assert ledger.dropped["backlog_full"] == ledger.refused["backlog_full"] == len(refused)
     assert len(accepted) + len(refused) == 3000 // 16 * 16
-    reader[0].deadline = 0
-    reader[0].join(5)
-    assert len(reader[0].lines()) == len(accepted)
+    assert len(reader[0].stop()) == len(accepted)
     peak_growth_mb = (proc_status(pid, "VmHWM") - rss_before_kb) / 1024
     for name, value in (
         ("statuses", dict(statuses)),

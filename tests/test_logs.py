@@ -3,7 +3,8 @@
 import json
 from typing import Any
 
-from tests.conftest import otlp_env, wait_until
+from tests.support.otlp import otlp_env
+from tests.support.polling import wait_until
 
 
 def test_console_format_is_human_readable(start_service: Any) -> None:
@@ -70,3 +71,28 @@ def test_sampler_from_environment_is_honoured(start_service: Any, otlp_receiver:
     service.stop()  # flushes the span processor: anything sampled would be exported now
     assert otlp_receiver.spans == []
     assert "trace_id" not in metrics
+
+
+def test_lifecycle_events_are_debug_unless_turned_on(start_service: Any) -> None:
+    """By default a run logs one line, its terminal event, carrying every timestamp of the run;
+    task.enqueued and task.started come with NOTIFY_LOG_TASK_LIFECYCLE (at INFO) or at DEBUG."""
+    quiet, lifecycle, debug = (
+        start_service(),
+        start_service(NOTIFY_LOG_TASK_LIFECYCLE="true"),
+        start_service(NOTIFY_LOG_LEVEL="DEBUG"),
+    )
+    for service in (quiet, lifecycle, debug):
+        task_id = service.client.post("/send-notification/a@example.com").json()["task_ids"][0]
+        wait_until(lambda s=service: s.events("task.succeeded"))
+        (ended,) = service.events("task.succeeded")
+        assert ended["task_id"] == task_id and ended["level"] == "info"
+        for field in ("started_at", "finished_at", "duration_seconds", "queue_wait_seconds"):
+            assert field in ended
+    assert not quiet.events("task.enqueued") and not quiet.events("task.started")
+    for service, level in ((lifecycle, "info"), (debug, "debug")):
+        (enqueued,) = service.events("task.enqueued")
+        (started,) = service.events("task.started")
+        (ended,) = service.events("task.succeeded")
+        assert enqueued["level"] == started["level"] == level
+        assert enqueued["task_id"] == started["task_id"] == ended["task_id"]
+        assert started["trace_id"] == ended["trace_id"] and "enqueued_at" in enqueued

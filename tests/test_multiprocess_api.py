@@ -9,7 +9,9 @@ import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from observability.metrics.multiprocess import readable_files
-from tests.conftest import ServiceProcess, sample_value, wait_until
+from tests.support.metrics import sample_value
+from tests.support.polling import wait_until
+from tests.support.processes import ServiceProcess
 
 
 def send_one(url: str) -> int:

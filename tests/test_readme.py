@@ -10,7 +10,7 @@ from observability.metrics.loop_lag import LoopLagMonitor
 from observability.metrics.tasks import TaskMetrics
 from observability.tracing.accounting import SpanExportMetrics
 from service.settings import Settings
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

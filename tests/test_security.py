@@ -7,14 +7,17 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import OtlpReceiver, ServiceProcess, otlp_env, span_attributes, wait_until
-from tests.stack.live import free_port
+from tests.support.otlp import OtlpReceiver, otlp_env, span_attributes
+from tests.support.polling import wait_until
+from tests.support.processes import ServiceProcess, free_port
 
 EMAIL = "carol.private@example.org"
 PHONE = "+447700900123"
 MESSAGE = "meet me at the old mill 7pm"
 QUERY = "confidential query words"
 TOKEN = "s3cret-metrics-token-0123456789"
+ALICE_EMAIL = "alice.secret@example.com"
+ALICE_PHONE = "+8613812345678"
 
 
 def span_dump(receiver: OtlpReceiver) -> str:
@@ -119,3 +122,38 @@ def test_task_ids_are_random_uuid4(start_service: Any) -> None:
     # a neighbour of a real id is not a task
     neighbour = f"{int(ids[0], 16) + 1:032x}"
     assert service.client.get(f"/tasks/{neighbour}").status_code == 404
+
+
+def test_no_personal_data_in_metrics_spans_or_logs(
+    start_service: Any, otlp_receiver: OtlpReceiver
+) -> None:
+    """E-mail addresses and phone numbers never reach /metrics, span data or logs."""
+    service = start_service(**otlp_env(otlp_receiver), NOTIFY_ACCESS_LOG="true")
+    service.client.post(f"/send-notification/{ALICE_EMAIL}")
+    service.client.post(
+        f"/advanced-notification/{ALICE_EMAIL}", params={"q": f"call {ALICE_PHONE}"}
+    )
+    service.client.post("/send-sms", params={"phone": ALICE_PHONE, "msg": f"mail {ALICE_EMAIL}"})
+    service.client.post("/send-notification/bad@")
+    wait_until(lambda: len(otlp_receiver.named("background_task")) == 4)
+    wait_until(lambda: len(otlp_receiver.named("POST")) >= 4)
+    secrets = (
+        ALICE_EMAIL,
+        "alice.secret",
+        ALICE_PHONE,
+        ALICE_PHONE[1:],
+        "13812345678",
+        "alice.secret%40",
+    )
+    output = service.raw_output()
+    metrics = service.metrics() + service.metrics(openmetrics=True)
+    spans = repr(
+        [(s.name, span_attributes(s), [e.name for e in s.events]) for _, s in otlp_receiver.spans]
+    )
+    for secret in secrets:
+        assert secret not in output
+        assert secret not in metrics
+        assert secret not in spans
+    # masked in the access log, not just absent (uvicorn < 0.55 logs the path percent-encoded)
+    assert "a***@example.com" in output or "a***%40example.com" in output
+    assert "phone=***&msg=***" in output  # query values (phone, message text) are redacted

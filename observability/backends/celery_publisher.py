@@ -14,7 +14,6 @@ from starlette.concurrency import run_in_threadpool
 from observability import names
 from observability.backends.celery_message import RUN_TASK, TIMED_OUT, message_of
 from observability.backends.redis_queue import QueueState, read_queue
-from observability.logs.configuration import get_logger
 from observability.tasks.admission import Admission, BackendUnavailable
 from observability.tasks.batch import TaskCall
 from observability.tasks.journal import TaskState
@@ -34,7 +33,6 @@ class CeleryBackend:
         self._accepting = False
         self._broker_ok = False
         self._poller: asyncio.Task[None] | None = None
-        self.log = get_logger("observability.broker", backend=self.name)
         recorder.queue_declared(queue)
 
     async def start(self) -> None:
@@ -64,7 +62,7 @@ class CeleryBackend:
             result = AsyncResult(task_id, app=self.app)
             state, value = result.state, result.result
         except Exception as exc:
-            self.log.warning("broker.lookup_failed", task_id=task_id, error_type=type(exc).__name__)
+            self.recorder.lookup_failed(task_id, exc)
             return None
         if state == "STARTED":
             return {"state": TaskState.RUNNING}
@@ -103,13 +101,7 @@ class CeleryBackend:
                         RUN_TASK, args=[message_of(envelope)], task_id=envelope.id, queue=self.queue
                     )
             except Exception as exc:
-                self.log.error(
-                    "broker.publish_failed",
-                    task=envelope.name,
-                    task_id=envelope.id,
-                    error_type=type(exc).__name__,
-                    error=str(exc),
-                )
+                self.recorder.publish_failed(envelope, exc)
                 break
             published.append(envelope.id)
             self.recorder.accepted(envelope)
@@ -129,7 +121,7 @@ class CeleryBackend:
         try:
             return read_queue(self.app, self.queue)
         except Exception as exc:
-            self.log.warning("broker.unreachable", error_type=type(exc).__name__, error=str(exc))
+            self.recorder.broker_unreachable(exc)
             return QueueState(0, 0.0, False)
 
 

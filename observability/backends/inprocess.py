@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from observability import names
-from observability.logs.configuration import get_logger
 from observability.tasks.admission import Admission, BackendUnavailable, BacklogFull
 from observability.tasks.batch import TaskCall
 from observability.tasks.execution import await_coroutine, call_in_thread
@@ -49,7 +48,6 @@ class InProcessBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
         self._closed = False
-        self.log = get_logger("observability.inprocess", backend=self.name)
         recorder.queue_declared(QUEUE, capacity=concurrency)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -82,12 +80,7 @@ class InProcessBackend:
         while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_SECONDS)
         if self._busy():
-            self.log.warning(
-                "backend.drain_timeout",
-                grace_seconds=grace,
-                pending=len(self._pending),
-                running=len(self._running),
-            )
+            self.recorder.drain_timed_out(grace, len(self._pending), len(self._running))
         self._closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()

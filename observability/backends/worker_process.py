@@ -79,8 +79,8 @@ class WorkerProcess:
         port = self.settings.worker_metrics_port
         if port:
             start_http_server(port, registry=multiprocess.exposition_registry(self.metrics_dir))
-        get_logger("service.worker").info(
-            "worker.started", metrics_port=port, concurrency=concurrency, pool=pool
+        get_logger("observability.worker").info(
+            names.EVENT_WORKER_STARTED, metrics_port=port, concurrency=concurrency, pool=pool
         )
 
     def task_metrics(self) -> TaskMetrics:

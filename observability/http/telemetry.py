@@ -3,8 +3,8 @@ semantic conventions, parent taken from the incoming W3C headers) and the ``http
 metrics, labelled by route template, with the clock stopped when the response has been sent.
 
 It replaces the OpenTelemetry ASGI/FastAPI instrumentation, which made three spans per request
-(two of them for ``send``/``receive``), resolved the route twice and cost about a fifth of the
-service's CPU in profiles; see ``bench/README.md``."""
+(two of them for ``send``/``receive``) and resolved the route twice; what that cost is measured
+in ``bench/``."""
 
 import time
 from collections.abc import Callable, Iterable

@@ -1,6 +1,5 @@
 """ISO 8601 UTC timestamps for log events, cheaply: the date and time of day are formatted once
-per second, only the microseconds per call (``datetime.isoformat`` per call cost several times
-more, on every log event)."""
+per second, only the microseconds per call (every log event needs one)."""
 
 import time
 

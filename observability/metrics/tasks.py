@@ -26,6 +26,9 @@ TASK_BUCKETS = (
 )
 
 
+_TASK = ("task", "backend")
+
+
 class TaskSeries:
     """The labelled children of one task on one backend, resolved once (``labels()`` costs a
     lock and a validation per call, and a run touches a dozen series)."""
@@ -92,7 +95,12 @@ class TaskMetrics:
 
     def __init__(self, registry: CollectorRegistry, *, shared_queue: bool = False) -> None:
         self._series: dict[tuple[str, str], TaskSeries] = {}
-        task = ("task", "backend")
+        self._counters(registry)
+        self._histograms(registry)
+        self._gauges(registry, shared_queue)
+
+    def _counters(self, registry: CollectorRegistry) -> None:
+        task = _TASK
         self.enqueued = Counter(
             names.TASK_ENQUEUED, "Tasks accepted for running.", task, registry=registry
         )
@@ -127,6 +135,9 @@ class TaskMetrics:
             (*task, "reason"),
             registry=registry,
         )
+
+    def _histograms(self, registry: CollectorRegistry) -> None:
+        task = _TASK
         self.queue_wait = Histogram(
             names.TASK_QUEUE_WAIT,
             "Seconds from enqueue to start.",
@@ -141,6 +152,9 @@ class TaskMetrics:
             buckets=TASK_BUCKETS,
             registry=registry,
         )
+
+    def _gauges(self, registry: CollectorRegistry, shared_queue: bool) -> None:
+        task = _TASK
         self.in_progress = Gauge(
             names.TASK_IN_PROGRESS,
             "Task runs under way.",

@@ -127,6 +127,33 @@ class Recorder:
         depth_gauge.set(depth)
         oldest_gauge.set(oldest_enqueued_at)
 
+    def drain_timed_out(self, grace: float, pending: int, running: int) -> None:
+        """The shutdown grace ended with tasks still waiting or running."""
+        self.log.warning(
+            names.EVENT_DRAIN_TIMEOUT, grace_seconds=grace, pending=pending, running=running
+        )
+
+    def publish_failed(self, envelope: TaskEnvelope, error: BaseException) -> None:
+        """The broker did not take the task (it is then refused with the request's 503)."""
+        self.log.error(
+            names.EVENT_PUBLISH_FAILED,
+            task=envelope.name,
+            task_id=envelope.id,
+            error_type=type(error).__name__,
+            error=str(error),
+        )
+
+    def broker_unreachable(self, error: BaseException) -> None:
+        self.log.warning(
+            names.EVENT_BROKER_UNREACHABLE, error_type=type(error).__name__, error=str(error)
+        )
+
+    def lookup_failed(self, task_id: str, error: BaseException) -> None:
+        """The result backend could not say what became of a task."""
+        self.log.warning(
+            names.EVENT_LOOKUP_FAILED, task_id=task_id, error_type=type(error).__name__
+        )
+
     # -- a run --------------------------------------------------------------------------------
 
     def started(

@@ -10,6 +10,7 @@ from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from prometheus_client import CollectorRegistry
 
+from observability import names
 from observability.logs.configuration import LogFormat, get_logger
 from observability.tracing.accounting import AccountedSpanProcessor, SpanExportMetrics
 from observability.tracing.process_exporter import ProcessSpanExporter
@@ -43,7 +44,7 @@ def create_tracer_provider(
         )
         if protocol not in SUPPORTED_PROTOCOLS:
             get_logger(__name__).warning(
-                "tracing.protocol_unsupported", protocol=protocol, using="http/protobuf"
+                names.EVENT_PROTOCOL_UNSUPPORTED, protocol=protocol, using="http/protobuf"
             )
         exporter: SpanExporter = (
             ProcessSpanExporter(log_format=log_format, log_level=log_level)

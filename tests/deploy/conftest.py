@@ -1,11 +1,12 @@
-"""Fixtures of the deployment checks; the helpers live in deploy_support.py."""
+"""Fixtures of the deployment checks; the helpers live in tests/support/deploy.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from deploy_support import COMPOSE_FILE, ENV_EXAMPLE, interpolate, load_yaml, parse_env_file
+
+from tests.support.deploy import COMPOSE_FILE, ENV_EXAMPLE, interpolate, load_yaml, parse_env_file
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from deploy_support import REPO, load_yaml
+
+from tests.support.deploy import REPO, load_yaml
 
 DEPLOY = REPO / "deploy"
 

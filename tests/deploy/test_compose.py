@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import (
+
+from tests.support.deploy import (
     API_COMMAND,
     COMPOSE_FILE,
     CONTRACT_SETTINGS,

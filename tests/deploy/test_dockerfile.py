@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy_support import (
+
+from tests.support.deploy import (
     API_COMMAND,
     DOCKERFILE,
     REPO,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy_support import CONTRACT_SETTINGS, ENV_EXAMPLE, REPO
+from tests.support.deploy import CONTRACT_SETTINGS, ENV_EXAMPLE, REPO
 
 
 def test_env_example_lists_every_contract_setting(env_example: dict[str, str]) -> None:

@@ -9,54 +9,35 @@ rule files), and traffic is real HTTP. Nothing here imports the service's code.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.fifo import FifoReader
+from tests.support.polling import NOT_READY, wait_until
+from tests.support.processes import (
+    ROOT,
+    ChildProcess,
+    api_command,
+    free_port,
+    worker_command,
+)
+from tests.support.processes import (  # tools/render_docs.py imports it from here
+    ephemeral_redis as ephemeral_redis,
+)
+
 PROMETHEUS_YML = ROOT / "prometheus" / "prometheus.yml"
-T = TypeVar("T")
 
 # What Grafana would put in place of its built-in variables when querying this Prometheus.
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__range": "5m", "__interval": "15s"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(
-    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25
-) -> T:
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (httpx.HTTPError, OSError, json.JSONDecodeError) as exc:  # e.g. not ready yet
-            last_error = exc
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
-    )
 
 
 def local_prometheus_config(
@@ -85,48 +66,6 @@ def local_prometheus_config(
     worker.pop("dns_sd_configs", None)
     worker["static_configs"] = [{"targets": list(worker_targets)}] if worker_targets else []
     return config
-
-
-@dataclass
-class Process:
-    """A subprocess whose output goes to a file; stopped by its own pid only."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    _log: Any = field(repr=False)
-
-    @classmethod
-    def start(
-        cls,
-        name: str,
-        cmd: list[str],
-        log_path: Path,
-        env: dict[str, str] | None = None,
-        cwd: Path = ROOT,
-    ) -> Process:
-        log = log_path.open("wb")
-        popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        return cls(name, popen, log_path, log)
-
-    def check_alive(self) -> None:
-        if self.popen.poll() is not None:
-            raise AssertionError(
-                f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-4000:]}"
-            )
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
-        self._log.close()
 
 
 class PrometheusAPI:
@@ -210,7 +149,7 @@ class Running:
     """A started member: its process, port and data dir."""
 
     member: Member
-    process: Process
+    process: ChildProcess
     port: int
     data_dir: Path
 
@@ -230,7 +169,7 @@ class LocalStack:
 
     apis: dict[str, Running]
     workers: dict[str, Running]
-    prometheus: Process
+    prometheus: ChildProcess
     prom: PrometheusAPI
 
     @property
@@ -301,84 +240,7 @@ def full_topology(broker_url: str) -> tuple[tuple[Member, ...], dict[str, Callab
     return members, prepare
 
 
-@contextlib.contextmanager
-def ephemeral_redis(workdir: Path, port: int | None = None) -> Iterator[str]:
-    """A redis-server of its own on a free port, or on ``port`` (to restart one), with nothing
-    kept on disk; yields its URL. Tests never touch a Redis someone else uses."""
-    import redis
-
-    port = port or free_port()
-    process = Process.start(
-        "redis",
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        workdir / f"redis-{port}.log",
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-
-    def answers() -> bool:
-        process.check_alive()
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    try:
-        wait_for(answers, 20, "redis-server to answer")
-        yield url
-    finally:
-        client.close()
-        process.stop()
-
-
-def api_command(port: int, *options: str, factory: str = "service.main:create_app") -> list[str]:
-    """The contract's API entry point on 127.0.0.1:``port`` plus uvicorn ``options`` (tests may
-    name another factory)."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        factory,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *options,
-    ]
-
-
-def worker_command(hostname: str) -> list[str]:
-    """The contract's worker entry point (quiet: no gossip, mingle or heartbeat)."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "service.worker",
-        "worker",
-        "--loglevel=INFO",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--hostname",
-        f"{hostname}@%h",
-    ]
-
-
-def _member_command(member: Member, port: int) -> list[str]:
+def member_command(member: Member, port: int) -> list[str]:
     if member.kind == "api":
         return api_command(port)
     if member.kind == "worker":
@@ -386,28 +248,13 @@ def _member_command(member: Member, port: int) -> list[str]:
     raise ValueError(f"unknown member kind {member.kind!r}")
 
 
-def _ready(running: Running) -> bool:
+def member_ready(running: Running) -> bool:
     running.process.check_alive()
     if running.member.kind == "api":
         return httpx.get(f"{running.url}/healthz", timeout=2).status_code == 200
     # A worker: its /metrics answers and Celery says it consumes.
     metrics_up = httpx.get(f"{running.url}/metrics", timeout=2).status_code == 200
-    return metrics_up and "ready." in running.process.output()
-
-
-@contextlib.contextmanager
-def _fifo_readers(data_dirs: list[Path]) -> Iterator[None]:
-    """Open every FIFO of the data dirs for reading, so writers blocked on them can finish."""
-    fds = []
-    for data_dir in data_dirs:
-        for path in data_dir.iterdir():
-            if path.is_fifo():
-                fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-    try:
-        yield
-    finally:
-        for fd in fds:
-            os.close(fd)
+    return metrics_up and "ready." in running.process.raw_output()
 
 
 @contextlib.contextmanager
@@ -427,29 +274,33 @@ def local_stack(
             path.mkdir(parents=True, exist_ok=True)
             if prepare and member.data_dir in prepare:
                 prepare[member.data_dir](path)
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_"))}
     started: dict[str, Running] = {}
-    processes: list[Process] = []
+    processes: list[ChildProcess] = []
     prom: PrometheusAPI | None = None
     try:
         for member in members:  # all start at once; readiness is awaited below
             port = free_port()
-            env = base_env | {
+            env = {
                 "NOTIFY_DATA_DIR": str(data_dirs[member.data_dir]),
                 "NOTIFY_LOG_FORMAT": "json",
-                "PYTHONUNBUFFERED": "1",
                 "OTEL_SERVICE_NAME": f"notification-{member.kind}",
             }
             if member.kind == "worker":
                 env["NOTIFY_WORKER_METRICS_PORT"] = str(port)
             env |= member.env
-            process = Process.start(
-                member.name, _member_command(member, port), workdir / f"{member.name}.log", env
+            process = ChildProcess(
+                member_command(member, port), workdir / f"{member.name}.log", env, member.name
             )
             processes.append(process)
             started[member.name] = Running(member, process, port, data_dirs[member.data_dir])
         for running in started.values():
-            wait_for(lambda r=running: _ready(r), 60, f"{running.member.name} to be ready")
+            wait_until(
+                lambda r=running: member_ready(r),
+                60,
+                what=f"{running.member.name} to be ready",
+                interval=0.25,
+                ignore=NOT_READY,
+            )
 
         apis = {n: r for n, r in started.items() if r.member.kind == "api"}
         workers = {n: r for n, r in started.items() if r.member.kind == "worker"}
@@ -459,8 +310,7 @@ def local_stack(
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         prom_port = free_port()
-        prometheus = Process.start(
-            "prometheus",
+        prometheus = ChildProcess(
             [
                 prometheus_bin,
                 f"--config.file={config_path}",
@@ -470,6 +320,8 @@ def local_stack(
                 "--log.level=warn",
             ],
             workdir / "prometheus.log",
+            {},
+            "prometheus",
         )
         processes.append(prometheus)
         prom = PrometheusAPI(f"http://127.0.0.1:{prom_port}")
@@ -480,14 +332,24 @@ def local_stack(
             up = [t for t in prom.targets() if t["health"] == "up"]
             return len(up) == len(started)
 
-        wait_for(all_scraped, 60, "Prometheus to scrape every API and worker")
+        wait_until(
+            all_scraped,
+            60,
+            what="Prometheus to scrape every API and worker",
+            interval=0.25,
+            ignore=NOT_READY,
+        )
         yield stack
     finally:
         if prom is not None:
             prom.close()
-        with _fifo_readers(list(data_dirs.values())):
-            for process in reversed(processes):
-                process.stop()
+        # readers on every FIFO of the data dirs, so that writers blocked on them can finish
+        fifos = [p for d in data_dirs.values() for p in d.iterdir() if p.is_fifo()]
+        readers = [FifoReader(fifo) for fifo in fifos]
+        for process in reversed(processes):
+            process.terminate()
+        for reader in readers:
+            reader.stop()
 
 
 def drive_traffic(api_url: str, rounds: int, pause: float = 0.2) -> dict[str, int]:

@@ -4,18 +4,20 @@ from typing import Any
 
 import pytest
 
-from tests.stack.dashboards_util import (
+from tests.support.dashboards import (
     allowed_metric_names,
     committed_dashboards,
     dashboards_module,
     panels,
     prometheus_exprs,
     provisioned_datasources,
+    recording_rule_names,
     resolve_datasource,
     rule_exprs,
     targets,
 )
-from tests.stack.promql import label_names, metric_names
+from tests.support.monitoring import GRAFANA_DIR, load_yaml
+from tests.support.promql import label_names, metric_names
 
 # The Contract's labels, plus those Prometheus adds (job, instance) and histogram buckets (le).
 KNOWN_LABELS = {
@@ -83,8 +85,6 @@ def test_targets_use_provisioned_datasources(generated: dict[str, dict[str, Any]
 
 def test_datasource_links_point_at_provisioned_uids() -> None:
     """Exemplar, trace-to-logs and derived-field links name provisioned datasources."""
-    from tests.stack.conftest import GRAFANA_DIR, load_yaml
-
     config = load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yml")
     by_uid = {ds["uid"]: ds for ds in config["datasources"]}
     prom = by_uid["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
@@ -118,8 +118,6 @@ def test_rules_name_only_known_metrics() -> None:
 
 def test_dashboards_use_recording_rules(generated: dict[str, dict[str, Any]]) -> None:
     """Both dashboards read some recorded series rather than recomputing them."""
-    from tests.stack.dashboards_util import recording_rule_names
-
     recorded = recording_rule_names()
     for name, model in generated.items():
         used = set().union(*(metric_names(e) for e in prometheus_exprs(model)))

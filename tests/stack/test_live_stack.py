@@ -18,12 +18,6 @@ from typing import Any
 
 import pytest
 
-from tests.stack.dashboards_util import (
-    dashboards_module,
-    panels,
-    recording_rule_names,
-    resolve_datasource,
-)
 from tests.stack.live import (
     CELERY_API,
     INPROCESS_API,
@@ -32,15 +26,25 @@ from tests.stack.live import (
     LocalStack,
     PromQLError,
     drive_all,
-    ephemeral_redis,
     full_topology,
     local_stack,
     overflow_backlog,
     substitute,
-    wait_for,
 )
+from tests.support.dashboards import (
+    dashboards_module,
+    panels,
+    recording_rule_names,
+    resolve_datasource,
+)
+from tests.support.monitoring import GRAFANA_DIR
+from tests.support.polling import NOT_READY, wait_until
+from tests.support.processes import ephemeral_redis
 
 pytestmark = pytest.mark.e2e
+
+# Prometheus may not answer yet: poll it gently, its transport errors count as "not yet".
+STACK_POLL: dict[str, Any] = {"interval": 0.25, "ignore": NOT_READY}
 
 KNOWN_TASKS = {"write_log", "sms_task", "safe_write_log"}
 
@@ -82,11 +86,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> Iter
             return not missing
 
         try:
-            wait_for(settled, 60, "failures, successes, a timeout and drops in recorded rates")
+            wait_until(
+                settled,
+                60,
+                what="failures, successes, a timeout and drops in recorded rates",
+                **STACK_POLL,
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}; still empty: {missing}") from None
         drive_all(urls, rounds=3)
-        wait_for(lambda: _all_rules_evaluated(prom.rules()), 30, "every rule evaluated")
+        wait_until(
+            lambda: _all_rules_evaluated(prom.rules()),
+            30,
+            what="every rule evaluated",
+            **STACK_POLL,
+        )
         yield running
 
 
@@ -255,7 +269,7 @@ def _active(stack: LocalStack, alertname: str) -> list[dict[str, Any]]:
 def test_failure_alert_goes_pending_for_failing_task(stack: LocalStack) -> None:
     """BackgroundTaskHighFailureRatio becomes active for write_log on both backends, never for
     sms_task; CeleryWorkerDown and NotificationAPIDown stay inactive while all is up."""
-    wait_for(
+    wait_until(
         lambda: (
             {
                 a["labels"]["backend"]
@@ -265,7 +279,8 @@ def test_failure_alert_goes_pending_for_failing_task(stack: LocalStack) -> None:
             >= {"inprocess", "celery"}
         ),
         30,
-        "BackgroundTaskHighFailureRatio to become active for write_log on both backends",
+        what="BackgroundTaskHighFailureRatio to become active for write_log on both backends",
+        **STACK_POLL,
     )
     alerts = _active(stack, "BackgroundTaskHighFailureRatio")
     tasks = {a["labels"]["task"] for a in alerts}
@@ -303,7 +318,12 @@ def test_timeout_and_drop_alerts_go_pending(stack: LocalStack) -> None:
         drops = _active(stack, "BackgroundTasksDropped")
         return bool(timeouts and drops)
 
-    wait_for(active_pair, 30, "BackgroundTaskTimeouts and BackgroundTasksDropped to be active")
+    wait_until(
+        active_pair,
+        30,
+        what="BackgroundTaskTimeouts and BackgroundTasksDropped to be active",
+        **STACK_POLL,
+    )
     timeouts = _active(stack, "BackgroundTaskTimeouts")
     assert {(a["labels"]["task"], a["labels"]["backend"]) for a in timeouts} == {
         ("write_log", "inprocess")
@@ -324,8 +344,6 @@ def test_exemplars_reach_prometheus_with_trace_ids(stack: LocalStack) -> None:
 def test_render_draws_every_dashboard(stack: LocalStack, tmp_path: Path) -> None:
     """grafana/render.py draws a PNG of each dashboard from the live Prometheus."""
     import importlib.util
-
-    from tests.stack.conftest import GRAFANA_DIR
 
     spec = importlib.util.spec_from_file_location(
         "notification_grafana_render", GRAFANA_DIR / "render.py"

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import yaml
 
-from tests.stack.conftest import (
+from tests.stack.live import local_prometheus_config
+from tests.support.monitoring import (
     PROMETHEUS_DIR,
     RULE_FILES,
     RULE_TEST_FILES,
     load_yaml,
     rule_groups,
 )
-from tests.stack.live import local_prometheus_config
 
 REQUIRED_ANNOTATIONS = ("summary", "description", "dashboard_url")
 DASHBOARD_UIDS = ("background-tasks", "http-service")

@@ -4,12 +4,13 @@ accepted and then dropped (the drain's end): ``dropped_total - refused_total``; 
 at the door (503: ``backlog_full``, or ``shutdown`` while draining) were never enqueued, and are
 checked against the 503 answers instead. ``task.dropped`` log lines say which (``accepted``)."""
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.polling import wait_until
 
 OUTCOME_FIELDS = {"success": "succeeded", "failure": "failed", "timeout": "timed_out"}
 EVENT_FIELDS = {
@@ -161,17 +162,15 @@ class Observed(Protocol):
 
 def wait_balanced(service: Observed, timeout: float = 30.0) -> Books:
     """Wait until nothing is pending, then ``assert_balanced`` on metrics and logs (retried
-    briefly: a run's log line is written just after its counters move)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    until the deadline: a run's log line is written just after its counters move)."""
+
+    def balanced() -> Books:
         text = service.metrics()
         books = books_from_metrics(text)
-        if books.pending() == 0:
-            try:
-                return assert_balanced(text, service.logs())
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-        elif time.monotonic() > deadline:
-            raise AssertionError(f"still pending after {timeout}s: {books}")
-        time.sleep(0.1)
+        if books.pending():
+            raise AssertionError(f"still pending: {books}")
+        return assert_balanced(text, service.logs())
+
+    return wait_until(
+        balanced, timeout, what="the books to balance", interval=0.1, ignore=(AssertionError,)
+    )
