@@ -96,7 +96,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(sections)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line: the run's own options, then every part's (always all of them)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=(__doc__ or "").split("\n\n")[0],
@@ -114,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for module in PARTS.values():
         module.add_arguments(parser)
-    opts = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser()
+    opts = cli.parse_args(argv)
     if opts.render:
         text = markdown(json.loads(opts.render.read_text()))
         opts.render.with_suffix(".md").write_text(text)
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = [p for p in opts.parts.split(",") if p]
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
-        parser.error(f"unknown part(s) {unknown}; known: {', '.join(PARTS)}")
+        cli.error(f"unknown part(s) {unknown}; known: {', '.join(PARTS)}")
     output = opts.output or RESULTS_DIR / ("quick" if opts.quick else "latest")
 
     info = machine_info()
@@ -134,6 +140,23 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     started = time.monotonic()
+    results, failed = run_parts(parts, opts)
+    info["loadavg_end"] = loadavg()
+    result = {
+        "machine": info,
+        "quick": opts.quick,
+        "parts": parts,
+        "elapsed_seconds": round(time.monotonic() - started, 1),
+        "results": results,
+    }
+    write_results(result, output)
+    lost = report_lost(results)
+    return 1 if failed or lost else 0
+
+
+def run_parts(parts: list[str], opts: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """Run each part in a scratch folder of its own; (results by part, whether any failed). A
+    part that cannot be measured gets ``{"error": ...}`` and the others still run."""
     results: dict[str, Any] = {}
     failed = False
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmpdir:
@@ -148,14 +171,11 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = {"error": str(exc)}
                 failed = True
             print(f"{name}: {time.monotonic() - t0:.0f} s", flush=True)
-    info["loadavg_end"] = loadavg()
-    result = {
-        "machine": info,
-        "quick": opts.quick,
-        "parts": parts,
-        "elapsed_seconds": round(time.monotonic() - started, 1),
-        "results": results,
-    }
+    return results, failed
+
+
+def write_results(result: dict[str, Any], output: Path) -> None:
+    """Write ``output``.json (whole or not at all) and ``output``.md, and print the report."""
     output.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output.with_suffix(".json"), output.with_suffix(".md")
     tmp_json = json_path.with_suffix(".json.tmp")
@@ -167,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
     print(f"wrote {shown} and {md_path.name}; {result['elapsed_seconds']:.0f} s")
+
+
+def report_lost(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The throughput runs that lost tasks (each said on stderr): any makes the run fail."""
     lost = [r for r in results.get("throughput", {}).get("runs", []) if r["lost"]]
     for r in lost:
         print(
@@ -174,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['lines_written']} lines for {r['tasks_expected']} accepted tasks",
             file=sys.stderr,
         )
-    return 1 if failed or lost else 0
+    return lost
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@ exported to a local OTLP receiver, JSON logs to a file). wrk sends
 accepted task has written its line, then reads the server's ``VmRSS``. The first
 ``--memory-warmup`` tasks are the warm-up (at least the task journal's capacity,
 ``NOTIFY_TASK_HISTORY_SIZE`` = 10000 by default, so that the bounded journal is full); growth is
-the RSS at the end over the RSS after the warm-up (goal: < 10%).
+the RSS at the end over the RSS after the warm-up (goal: < 10%). The load generator and its
+concurrency are the throughput part's options (``--loadgen``, ``--concurrency``): every part's
+options are always there, whichever parts run.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,43 +41,20 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     total = opts.memory_tasks or (15_000 if opts.quick else 100_000)
     warmup = opts.memory_warmup or (10_000 if opts.quick else 20_000)
     chunk = opts.memory_chunk or (2_500 if opts.quick else 10_000)
-    concurrency = getattr(opts, "concurrency", 32)
     spec = APPS[opts.memory_app]
-    scenario = SCENARIOS["send-notification"]
-    kind = resolve_loadgen(getattr(opts, "loadgen", "auto"))
+    kind = resolve_loadgen(opts.loadgen)
     load = LoadGenerator(kind, tmp)
     server = Server(spec, tmp / "server", keep_spans=False)
-    samples: list[dict[str, float]] = []
-    tasks = rejected = 0
-    baseline_kb: int | None = None
     started = time.monotonic()
     print(f"memory: {spec.name}, {total} tasks ({warmup} warm-up), chunks of {chunk}", flush=True)
     try:
-        counter = LineCounter(server.log_txt)
-        while tasks < total:
-            result = load.run(server.port, scenario.path, min(chunk, total - tasks), concurrency)
-            tasks += result.ok
-            rejected += result.rejected
-            if counter.wait_for(tasks, 120) is None:
-                raise RuntimeError(f"memory: tasks did not finish ({counter.count()}/{tasks})")
-            rss = proc_status(server.proc.pid, "VmRSS")
-            samples.append(
-                {"tasks": tasks, "rss_mb": rss / 1024, "seconds": time.monotonic() - started}
-            )
-            if baseline_kb is None and tasks >= warmup:
-                baseline_kb = rss
-                print(f"  memory after {tasks} tasks (warm-up): {rss / 1024:.1f} MB", flush=True)
-        end_kb = proc_status(server.proc.pid, "VmRSS")
-        peak_kb = proc_status(server.proc.pid, "VmHWM")
-        lines = counter.count()
+        curve = load_in_chunks(server, load, total, warmup, chunk, opts.concurrency, started)
     finally:
         code, sink = server.stop()
-    if baseline_kb is None:
-        raise RuntimeError("memory: fewer tasks than the warm-up")
-    growth = (end_kb - baseline_kb) / baseline_kb * 100
+    growth = (curve.end_kb - curve.baseline_kb) / curve.baseline_kb * 100
     print(
-        f"  memory after {tasks} tasks: {end_kb / 1024:.1f} MB, growth {growth:+.1f}% "
-        f"(peak {peak_kb / 1024:.1f} MB)",
+        f"  memory after {curve.tasks} tasks: {curve.end_kb / 1024:.1f} MB, growth {growth:+.1f}% "
+        f"(peak {curve.peak_kb / 1024:.1f} MB)",
         flush=True,
     )
     return {
@@ -83,22 +63,72 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "tasks": total,
             "warmup_tasks": warmup,
             "chunk_requests": chunk,
-            "concurrency": concurrency,
+            "concurrency": opts.concurrency,
             "loadgen": kind,
             "goal_percent": GOAL_PERCENT,
         },
-        "tasks": tasks,
-        "lines_written": lines,
-        "rejected": rejected,
-        "baseline_rss_mb": baseline_kb / 1024,
-        "end_rss_mb": end_kb / 1024,
-        "peak_rss_mb": peak_kb / 1024,
+        "tasks": curve.tasks,
+        "lines_written": curve.lines,
+        "rejected": curve.rejected,
+        "baseline_rss_mb": curve.baseline_kb / 1024,
+        "end_rss_mb": curve.end_kb / 1024,
+        "peak_rss_mb": curve.peak_kb / 1024,
         "growth_percent": growth,
         "seconds": time.monotonic() - started,
-        "samples": samples,
+        "samples": curve.samples,
         "exit_code": code,
         "otlp_sink": sink,
     }
+
+
+@dataclass
+class Curve:
+    """The server's RSS over the tasks done (kB; samples in MB, one per chunk)."""
+
+    tasks: int
+    rejected: int
+    lines: int
+    baseline_kb: int
+    end_kb: int
+    peak_kb: int
+    samples: list[dict[str, float]]
+
+
+def load_in_chunks(
+    server: Server,
+    load: LoadGenerator,
+    total: int,
+    warmup: int,
+    chunk: int,
+    concurrency: int,
+    started: float,
+) -> Curve:
+    """Send ``total`` requests in chunks; after each chunk wait for every accepted task's line,
+    then read the server's RSS (the first reading at or past ``warmup`` tasks: the baseline)."""
+    scenario = SCENARIOS["send-notification"]
+    samples: list[dict[str, float]] = []
+    tasks = rejected = 0
+    baseline_kb: int | None = None
+    counter = LineCounter(server.log_txt)
+    while tasks < total:
+        result = load.run(server.port, scenario.path, min(chunk, total - tasks), concurrency)
+        tasks += result.ok
+        rejected += result.rejected
+        if counter.wait_for(tasks, 120) is None:
+            raise RuntimeError(f"memory: tasks did not finish ({counter.count()}/{tasks})")
+        rss = proc_status(server.proc.pid, "VmRSS")
+        samples.append(
+            {"tasks": tasks, "rss_mb": rss / 1024, "seconds": time.monotonic() - started}
+        )
+        if baseline_kb is None and tasks >= warmup:
+            baseline_kb = rss
+            print(f"  memory after {tasks} tasks (warm-up): {rss / 1024:.1f} MB", flush=True)
+    end_kb = proc_status(server.proc.pid, "VmRSS")
+    peak_kb = proc_status(server.proc.pid, "VmHWM")
+    lines = counter.count()
+    if baseline_kb is None:
+        raise RuntimeError("memory: fewer tasks than the warm-up")
+    return Curve(tasks, rejected, lines, baseline_kb, end_kb, peak_kb, samples)
 
 
 def markdown(part: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps import AppSpec
-from bench.common import HOST, ROOT, free_port, proc_cpu_seconds, proc_status, wait_exit
+from bench.common import HOST, ROOT, free_port, proc_cpu_seconds, wait_exit
 from bench.load import IDLE_PATH
 from bench.otlp_sink import Sink
 
@@ -97,9 +97,6 @@ class Server:
 
     def sink_cpu_seconds(self) -> float:
         return self.sink.cpu_seconds() if self.sink else 0.0
-
-    def rss_kb(self) -> int:
-        return proc_status(self.proc.pid, "VmRSS")
 
     def stop(self) -> tuple[int | None, dict[str, Any]]:
         """Stop the server (SIGTERM: its lifespan drains and flushes spans), then the sink."""

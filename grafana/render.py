@@ -183,6 +183,20 @@ def render(
     }
     panels = list(model["panels"])
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
+    fig, grid = _figure(height)
+    fig.suptitle(
+        f"{model['title']} (last {int(range_seconds // 60)} min)", fontsize=14, fontweight="bold"
+    )
+    for panel in panels:
+        _draw_panel(fig, grid, panel, prom, values, start, end, step)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def _figure(height: int) -> tuple[Any, GridSpec]:
+    """A figure with Grafana's grid: 24 columns, ``height`` rows, room for the title on top."""
     fig = plt.figure(figsize=(24 * PANEL_W, height * PANEL_ROW_H + 1))
     grid = GridSpec(
         height,
@@ -195,45 +209,54 @@ def render(
         top=1 - 0.9 / (height * PANEL_ROW_H + 1),
         bottom=0.02,
     )
-    fig.suptitle(
-        f"{model['title']} (last {int(range_seconds // 60)} min)", fontsize=14, fontweight="bold"
+    return fig, grid
+
+
+def _draw_panel(
+    fig: Any,
+    grid: GridSpec,
+    panel: dict[str, Any],
+    prom: Prometheus,
+    values: dict[str, str],
+    start: float,
+    end: float,
+    step: float,
+) -> None:
+    """One panel where its gridPos puts it: a row's title, a chart, bars, or a note."""
+    pos = panel["gridPos"]
+    if panel["type"] == "row":
+        ax = fig.add_subplot(grid[pos["y"], :])
+        ax.axis("off")
+        ax.text(0, 0.5, panel["title"], fontsize=11, fontweight="bold", va="center")
+        return
+    rows = slice(pos["y"], pos["y"] + pos["h"] - 1)  # last grid row: tick labels
+    ax = fig.add_subplot(grid[rows, pos["x"] : pos["x"] + pos["w"]])
+    ax.set_title(panel["title"], fontsize=9, loc="left")
+    ax.tick_params(labelsize=7)
+    if panel["type"] == "timeseries":
+        drawn = _draw_timeseries(ax, panel, prom, values, start, end, step)
+    elif panel["type"] in {"stat", "bargauge"}:
+        drawn = _draw_bars(ax, panel, prom, values, end, values["__range"])
+    else:
+        _draw_note(ax, panel)
+        return
+    if not drawn:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def _draw_note(ax: Any, panel: dict[str, Any]) -> None:
+    """A panel whose data are not in Prometheus (logs: Loki): its type and queries, as text."""
+    ax.axis("off")
+    exprs = "\n".join(t["expr"] for t in panel.get("targets") or []).replace("$", r"\$")
+    ax.text(
+        0.01,
+        0.5,
+        f"{panel['type']} panel: data from Loki, shown in Grafana\n{exprs}",
+        fontsize=8,
+        family="monospace",
+        va="center",
+        wrap=True,
     )
-    for panel in panels:
-        pos = panel["gridPos"]
-        if panel["type"] == "row":
-            ax = fig.add_subplot(grid[pos["y"], :])
-            ax.axis("off")
-            ax.text(0, 0.5, panel["title"], fontsize=11, fontweight="bold", va="center")
-            continue
-        rows = slice(pos["y"], pos["y"] + pos["h"] - 1)  # last grid row: tick labels
-        ax = fig.add_subplot(grid[rows, pos["x"] : pos["x"] + pos["w"]])
-        ax.set_title(panel["title"], fontsize=9, loc="left")
-        ax.tick_params(labelsize=7)
-        if panel["type"] == "timeseries":
-            drawn = _draw_timeseries(ax, panel, prom, values, start, end, step)
-        elif panel["type"] in {"stat", "bargauge"}:
-            drawn = _draw_bars(ax, panel, prom, values, end, values["__range"])
-        else:
-            ax.axis("off")
-            exprs = "\n".join(t["expr"] for t in panel.get("targets") or []).replace("$", r"\$")
-            ax.text(
-                0.01,
-                0.5,
-                f"{panel['type']} panel: data from Loki, shown in Grafana\n{exprs}",
-                fontsize=8,
-                family="monospace",
-                va="center",
-                wrap=True,
-            )
-            continue
-        if not drawn:
-            ax.text(
-                0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey"
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
 
 
 def render_all(

@@ -10,16 +10,18 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from observability import names
+from observability.delivery import DeliveryRecorder
 from observability.http.telemetry import HttpTelemetryMiddleware
 from observability.logs.configuration import configure_logging, get_logger
 from observability.logs.redaction import redact
 from observability.metrics import directory, multiprocess
+from observability.metrics.delivery import DeliveryMetrics
 from observability.metrics.exposition import metrics_response, serve_metrics
 from observability.metrics.http import HttpMetrics
 from observability.metrics.loop_lag import LoopLagMonitor
 from observability.metrics.registry import new_registry
 from observability.metrics.tasks import TaskMetrics
-from observability.settings import ObservabilitySettings
+from observability.settings import ObservabilitySettings, retry_policy
 from observability.shutdown import GracefulShutdown
 from observability.tasks.backend import Backend
 from observability.tasks.failure import FailureSink
@@ -43,6 +45,7 @@ class Telemetry:
         tracer_provider: TracerProvider | None,
         tasks: Mapping[str, TaskFunction],
         failure_sink: FailureSink | None,
+        delivery_channels: Iterable[str] = (),
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -58,6 +61,8 @@ class Telemetry:
         self.loop_lag = LoopLagMonitor(registry)
         self.journal = TaskJournal(settings.task_history_size)
         metrics = TaskMetrics(registry, shared_queue=settings.task_backend == "celery")
+        delivery_metrics = DeliveryMetrics(registry)
+        delivery_metrics.declare(delivery_channels)
         self.recorder = Recorder(
             backend=settings.task_backend,
             metrics=metrics,
@@ -66,8 +71,9 @@ class Telemetry:
             journal=self.journal,
             failure_sink=failure_sink,
             lifecycle_events=settings.log_task_lifecycle,
+            delivery=DeliveryRecorder(delivery_metrics, self.tracer_provider),
         )
-        metrics.declare(tasks, settings.task_backend, names.OUTCOMES)
+        metrics.declare(tasks, settings.task_backend, (*names.OUTCOMES, names.OUTCOME_RETRY))
         self.backend = _backend(settings, self.recorder)
 
     def ready(self) -> bool:
@@ -124,14 +130,16 @@ def instrument(
     *,
     tasks: Mapping[str, TaskFunction] | None = None,
     failure_sink: FailureSink | None = None,
+    delivery_channels: Iterable[str] = (),
     registry: CollectorRegistry | None = None,
     tracer_provider: TracerProvider | None = None,
     excluded_paths: Iterable[str] = PROBE_PATHS,
 ) -> Telemetry:
     """Instrument ``app``: routes declared on it afterwards admit their ``Tasks`` (routers of
     their own take ``route_class=TaskRoute``); ``tasks`` (by name) have their series at zero
-    from the start; ``failure_sink`` gets every run that did not succeed. Middlewares added
-    before this call run inside the request's span and metrics."""
+    from the start, and so have the ``delivery_channels`` the tasks send through (see
+    ``observability.delivery``); ``failure_sink`` gets every run that did not succeed.
+    Middlewares added before this call run inside the request's span and metrics."""
     configure_logging(
         settings.log_format,
         settings.log_level,
@@ -139,7 +147,9 @@ def instrument(
         access_log=settings.access_log,
     )
     registry = registry if registry is not None else new_registry()
-    telemetry = Telemetry(settings, registry, tracer_provider, tasks or {}, failure_sink)
+    telemetry = Telemetry(
+        settings, registry, tracer_provider, tasks or {}, failure_sink, delivery_channels
+    )
     _wrap_lifespan(app, telemetry.running)
     app.router.route_class = TaskRoute
     if not settings.metrics_port:  # otherwise /metrics is served on its own port only
@@ -183,6 +193,7 @@ def _backend(settings: ObservabilitySettings, recorder: Recorder) -> Backend:
         concurrency=settings.task_concurrency,
         backlog=settings.task_backlog,
         timeout=settings.task_timeout_seconds,
+        retry=retry_policy(settings),
     )
 
 

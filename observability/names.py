@@ -24,6 +24,10 @@ EVENT_LOOP_LAG: Final = "event_loop_lag_seconds"
 SPANS_EXPORTED: Final = "tracing_spans_exported_total"
 SPANS_DROPPED: Final = "tracing_spans_dropped_total"
 SPANS_QUEUED: Final = "tracing_spans_queued"
+DELIVERY_ATTEMPTS: Final = "notification_delivery_attempts_total"
+DELIVERY_DURATION: Final = "notification_delivery_duration_seconds"
+DELIVERY_ERRORS: Final = "notification_delivery_errors_total"
+DELIVERY_SKIPPED: Final = "notification_delivery_skipped_total"
 
 # Label values
 OUTCOME_SUCCESS: Final = "success"
@@ -38,6 +42,10 @@ DROP_REASONS: Final = (REASON_BACKLOG_FULL, REASON_SHUTDOWN, REASON_ENQUEUE_ERRO
 SPAN_DROP_QUEUE_FULL: Final = "queue_full"
 SPAN_DROP_SHUTDOWN: Final = "shutdown"
 SPAN_DROP_REASONS: Final = (SPAN_DROP_QUEUE_FULL, SPAN_DROP_SHUTDOWN)
+RESULT_DELIVERED: Final = "delivered"
+RESULT_TRANSIENT: Final = "transient_error"
+RESULT_PERMANENT: Final = "permanent_error"
+DELIVERY_RESULTS: Final = (RESULT_DELIVERED, RESULT_TRANSIENT, RESULT_PERMANENT)
 
 # Spans
 TASK_SPAN_PREFIX: Final = "background_task"
@@ -49,6 +57,8 @@ ATTR_TASK_QUEUE_WAIT: Final = "background_task.queue_wait_seconds"
 PUBLISH_SPAN_PREFIX: Final = "publish"  # the API's PRODUCER span: "publish {queue}"
 ATTR_MESSAGING_SYSTEM: Final = "messaging.system"
 ATTR_MESSAGING_DESTINATION: Final = "messaging.destination.name"
+ATTR_DELIVERY_CHANNEL: Final = "notification.channel"
+ATTR_DELIVERY_ATTEMPT: Final = "notification.attempt"
 
 # Log events
 EVENT_ENQUEUED: Final = "task.enqueued"
@@ -75,6 +85,7 @@ EVENT_DRAIN_TIMEOUT: Final = "backend.drain_timeout"
 EVENT_PUBLISH_FAILED: Final = "broker.publish_failed"
 EVENT_BROKER_UNREACHABLE: Final = "broker.unreachable"
 EVENT_LOOKUP_FAILED: Final = "broker.lookup_failed"
+EVENT_DELIVERY_SKIPPED: Final = "delivery.skipped"
 
 OUTCOME_EVENTS: Final = {
     OUTCOME_SUCCESS: EVENT_SUCCEEDED,

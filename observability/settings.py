@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from observability.tasks.retry import RetryPolicy
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
 
 
@@ -19,8 +21,9 @@ class ObservabilitySettings(BaseSettings):
     task_concurrency: int = Field(8, ge=1)
     task_backlog: int = Field(10000, ge=1)
     task_history_size: int = Field(10000, ge=1)
-    task_max_retries: int = Field(0, ge=0)
+    task_max_retries: int = Field(3, ge=0)
     task_retry_backoff_seconds: float = Field(1.0, ge=0)
+    task_retry_max_backoff_seconds: float = Field(60.0, ge=0)
     shutdown_grace_seconds: float = Field(25.0, ge=0)
     log_format: Literal["json", "console"] = "json"
     log_level: LogLevel = "INFO"
@@ -34,3 +37,12 @@ class ObservabilitySettings(BaseSettings):
     worker_pool: Literal["prefork", "threads"] = "prefork"
     celery_trace_mode: Literal["child", "link"] = "child"
     broker_visibility_timeout_seconds: float = Field(3600.0, gt=0)
+
+
+def retry_policy(settings: ObservabilitySettings) -> RetryPolicy:
+    """The retry policy of both backends."""
+    return RetryPolicy(
+        max_retries=settings.task_max_retries,
+        backoff=settings.task_retry_backoff_seconds,
+        max_backoff=settings.task_retry_max_backoff_seconds,
+    )

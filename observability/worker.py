@@ -6,7 +6,7 @@ This module imports only the standard library and the metrics directory at its t
 process must claim its multiprocess metrics directory before anything imports
 ``prometheus_client``, so import it (and call ``instrument_worker``) first."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from observability.metrics import directory
@@ -28,6 +28,7 @@ def instrument_worker(
     service_name: str | None = None,
     failure_sink: "FailureSink | None" = None,
     prepare: Callable[[], None] | None = None,
+    delivery_channels: Iterable[str] = (),
 ) -> "WorkerProcess":
     """Register the task that runs ``tasks`` (by name, as the API's ``Tasks`` publishes them)
     on ``app`` and connect the worker's signals. Call it at import time of the module named by
@@ -43,12 +44,12 @@ def instrument_worker(
         service_name=service_name or f"{settings.service_name}-worker",
         failure_sink=failure_sink,
         prepare=prepare,
+        delivery_channels=delivery_channels,
     )
     register_run_task(
         app,
         worker.runtime,
         max_retries=settings.task_max_retries,
-        backoff=settings.task_retry_backoff_seconds,
     )
     _connect_signals(worker)
     return worker

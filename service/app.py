@@ -23,12 +23,15 @@ def create_app(
 ) -> FastAPI:
     """Build the service from ``settings`` (default: the ``NOTIFY_*`` environment)."""
     settings = settings or Settings()
-    notifications = NotificationService(settings.data_dir)
+    notifications = NotificationService(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         notifications.ensure_data_dir()
-        yield
+        try:
+            yield
+        finally:
+            notifications.close()
 
     app = FastAPI(
         title="Observable notification service",
@@ -47,6 +50,7 @@ def create_app(
         settings,
         tasks=notifications.tasks(),
         failure_sink=notifications.report_failure,
+        delivery_channels=settings.delivery_channels(),
         registry=registry,
         tracer_provider=tracer_provider,
     )

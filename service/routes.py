@@ -38,7 +38,7 @@ def _add_notification_routes(
 
     @router.post("/send-notification/{email}", responses=TASK_RESPONSES)
     async def send_notification(email: Recipient, tasks: Tasks) -> dict[str, Any]:
-        task_id = tasks.add_task(notifications.write_log, f"message to {email}\n")
+        task_id = tasks.add_task(notifications.write_log, f"message to {email}\n", to=email)
         return {"message": "Notification sent in background", "task_ids": [task_id]}
 
     async def get_query(tasks: Tasks, q: OptionalText = None) -> str | None:
@@ -52,14 +52,12 @@ def _add_notification_routes(
         tasks: Tasks,
         query: Annotated[str | None, Depends(get_query)],
     ) -> dict[str, Any]:
-        tasks.add_task(notifications.write_log, f"Email: {email}\n")
+        tasks.add_task(notifications.write_log, f"Email: {email}\n", to=email)
         return {"status": "multi-task executed", "task_ids": tasks.task_ids}
 
     @router.post("/send-sms", responses=TASK_RESPONSES)
     async def send_sms(phone: Annotated[Phone, Query()], msg: Text, tasks: Tasks) -> dict[str, Any]:
-        task_id = tasks.add_task(
-            NotificationService.sms_task, phone, msg, data_dir=str(notifications.data_dir)
-        )
+        task_id = tasks.add_task(notifications.sms_task, phone, msg)
         return {"result": "短信任务已排队", "task_ids": [task_id]}
 
     @router.post("/safe-notify", responses=TASK_RESPONSES)

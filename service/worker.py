@@ -11,7 +11,7 @@ from service.notifications import NotificationService
 from service.settings import Settings
 
 settings = Settings()
-notifications = NotificationService(settings.data_dir)
+notifications = NotificationService(settings)
 app = create_celery_app(settings)
 worker = instrument_worker(
     app,
@@ -20,4 +20,5 @@ worker = instrument_worker(
     service_name="notification-worker",
     failure_sink=notifications.report_failure,
     prepare=notifications.ensure_data_dir,
+    delivery_channels=settings.delivery_channels(),
 )

@@ -83,8 +83,9 @@ def test_duration_is_labelled_by_route_template_and_status() -> None:
 def test_unmatched_routes_share_one_label() -> None:
     """Paths that match no route are labelled <unmatched>, whatever the path."""
     telemetry = Telemetry()
-    for path in ("/nope", "/nope/abc", "/x@example.com"):
-        assert telemetry.call(lambda c, p=path: c.get(p)) == 404
+    assert telemetry.call(lambda c: c.get("/nope")) == 404
+    assert telemetry.call(lambda c: c.get("/nope/abc")) == 404
+    assert telemetry.call(lambda c: c.get("/x@example.com")) == 404
     assert telemetry.count("GET", "<unmatched>", "404") == 3
     assert "/nope" not in telemetry.exposition()
 

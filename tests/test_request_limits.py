@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
+from starlette.types import Message
 
 from service.limits import RequestLimits, RequestLimitsMiddleware
 
@@ -108,16 +109,16 @@ def test_body_longer_than_declared_is_413_as_the_app_reads_it() -> None:
     """A body that grows past the limit while the app reads it (its Content-Length understated)
     is still answered 413 naming the limit."""
     app, seen = limited_app()
-    messages = [
+    messages: list[Message] = [
         {"type": "http.request", "body": b"x" * 40, "more_body": True},
         {"type": "http.request", "body": b"y" * 40, "more_body": False},
     ]
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return messages.pop(0)
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {

@@ -5,6 +5,12 @@ import pytest
 from observability.tasks.journal import TaskJournal, TaskState
 
 
+def state(journal: TaskJournal, task_id: str) -> TaskState:
+    record = journal.get(task_id)
+    assert record is not None
+    return record.state
+
+
 def test_journal_forgets_oldest() -> None:
     """The journal keeps only its capacity of most recent tasks."""
     journal = TaskJournal(2)
@@ -18,13 +24,14 @@ def test_transitions_queued_running_finished() -> None:
     journal = TaskJournal(10)
     journal.queued("t1", "write_log", "inprocess", 100.0)
     record = journal.get("t1")
-    assert record is not None and record.state is TaskState.QUEUED
+    assert record is not None
+    assert state(journal, "t1") is TaskState.QUEUED
     assert (record.name, record.backend, record.enqueued_at) == ("write_log", "inprocess", 100.0)
     journal.running("t1", 101.0, 1.0)
-    assert record.state is TaskState.RUNNING
+    assert state(journal, "t1") is TaskState.RUNNING
     assert (record.started_at, record.queue_wait_seconds) == (101.0, 1.0)
     journal.finished("t1", "failure", 103.0, 2.0, "ValueError")
-    assert record.state is TaskState.FAILED
+    assert state(journal, "t1") is TaskState.FAILED
     assert (record.finished_at, record.duration_seconds, record.error_type) == (
         103.0,
         2.0,

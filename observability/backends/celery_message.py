@@ -23,4 +23,5 @@ def envelope_from_message(payload: dict[str, Any]) -> TaskEnvelope:
         id=str(payload["id"]),
         enqueued_at=float(payload["enqueued_at"]),
         trace_context=dict(payload.get("trace_context", {})),
+        retries=int(payload.get("retries", 0)),
     )

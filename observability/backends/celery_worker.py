@@ -19,12 +19,18 @@ from observability.tasks.envelope import TaskEnvelope
 from observability.tasks.execution import call_sync
 from observability.tasks.function import TaskFunction
 from observability.tasks.recorder import Recorder
+from observability.tasks.retry import RetryPolicy
 from observability.tasks.run import Run
 from observability.tasks.timeout import TaskTimeout
 
-# Errors worth another attempt: I/O, connections, timeouts of calls the task makes. Anything
-# else (ValueError, TypeError, LookupError, ...) is a bug or bad input and fails at once.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+
+class RetryLater(Exception):
+    """The run failed with an error the policy retries: run the task again in ``delay``
+    seconds (the error is the ``__cause__``)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"retry in {delay:.3f}s")
+        self.delay = delay
 
 
 class WorkerRuntime:
@@ -42,11 +48,13 @@ class WorkerRuntime:
         resolve: Callable[[str], TaskFunction],
         *,
         timeout: float,
+        retry: RetryPolicy | None = None,
         celery_time_limits: bool = False,
     ) -> None:
         self.recorder = recorder
         self.resolve = resolve
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self.celery_time_limits = celery_time_limits
 
     def run(
@@ -54,21 +62,35 @@ class WorkerRuntime:
         payload: dict[str, Any],
         report: Callable[[str], None],
         *,
-        retry: bool = False,
         redelivered: bool = False,
     ) -> dict[str, Any]:
         """Run one message; ``report(state)`` publishes an interim state (a timed-out run whose
-        body is still running) to the result backend; ``retry``: a transient failure will be
-        retried; ``redelivered``: the broker delivered this message before (counted)."""
+        body is still running) to the result backend; ``redelivered``: the broker delivered
+        this message before (counted). Raises ``RetryLater`` for a failure to be retried."""
         envelope = envelope_from_message(payload)
         if redelivered:
             self.recorder.redelivered(envelope)
         func = self.resolve(envelope.name)
-        retry_on = TRANSIENT_ERRORS if retry else ()
         bare = replace(envelope, args=(), kwargs={})
+        delays: list[float] = []
+        try:
+            return self._call(envelope, bare, func, report, (self.retry, delays.append))
+        except Exception as exc:
+            if delays:
+                raise RetryLater(delays[0]) from exc
+            raise
+
+    def _call(
+        self,
+        envelope: TaskEnvelope,
+        bare: TaskEnvelope,
+        func: TaskFunction,
+        report: Callable[[str], None],
+        retry: tuple[RetryPolicy, Callable[[float], None]],
+    ) -> dict[str, Any]:
         if self.celery_time_limits:
             limited = self._limited(func, envelope)
-            return _summary(call_sync(self.recorder, bare, limited, retry_on=retry_on))
+            return _summary(call_sync(self.recorder, bare, limited, retry=retry))
         body = _Body(func, envelope.args, envelope.kwargs)
 
         def call() -> None:
@@ -80,7 +102,7 @@ class WorkerRuntime:
 
         runs: list[Run] = []
         try:
-            run = call_sync(self.recorder, bare, call, retry_on=retry_on, started=runs.append)
+            run = call_sync(self.recorder, bare, call, retry=retry, started=runs.append)
         except TaskTimeout:
             report(TIMED_OUT)
             body.join()
@@ -111,16 +133,22 @@ def _summary(run: Run) -> dict[str, Any]:
 
 
 class _Body(threading.Thread):
-    """A task body in a thread of its own, with the caller's context (current span)."""
+    """A task body in a thread of its own, with the context of the thread that starts it (the
+    run's span and the current run)."""
 
     def __init__(self, func: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         super().__init__(daemon=True, name="task-body")
-        self.func = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        self.func = functools.partial(func, *args, **kwargs)
+        self.context = contextvars.copy_context()
         self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.context = contextvars.copy_context()
+        super().start()
 
     def run(self) -> None:
         try:
-            self.func()
+            self.context.run(self.func)
         except BaseException as exc:
             self.error = exc
 
@@ -134,33 +162,25 @@ def register_run_task(
     runtime: Callable[[], WorkerRuntime],
     *,
     max_retries: int = 0,
-    backoff: float = 1.0,
 ) -> None:
-    """Register the one Celery task that runs envelopes through ``runtime()``. A run failing
-    with a transient error (``TRANSIENT_ERRORS``; not a timeout) is retried up to
-    ``max_retries`` times, ``backoff * 2**n`` seconds later, and ends with outcome ``retry``;
-    any other error fails at once. The message is acknowledged after the run (``acks_late``)
-    and put back if the process running it dies (``reject_on_worker_lost``)."""
+    """Register the one Celery task that runs envelopes through ``runtime()``. A run the
+    runtime's retry policy retries (``RetryLater``) ends with outcome ``retry`` and is sent
+    again with the policy's delay as countdown. The message is acknowledged after the run
+    (``acks_late``) and put back if the process running it dies (``reject_on_worker_lost``)."""
 
     @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def run(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        retries = int(task.request.retries or 0)
-        again = retries < max_retries
         redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
         try:
             return runtime().run(
-                payload,
-                lambda state: task.update_state(state=state),
-                retry=again,
-                redelivered=redelivered,
+                payload, lambda state: task.update_state(state=state), redelivered=redelivered
             )
-        except TaskTimeout:
-            raise
-        except TRANSIENT_ERRORS as exc:
-            if not again:
-                raise
-            countdown = backoff * 2**retries
-            retried = payload | {"enqueued_at": time.time() + countdown}
+        except RetryLater as later:
+            retries = int(task.request.retries or 0) + 1
+            retried = payload | {"enqueued_at": time.time() + later.delay, "retries": retries}
             raise task.retry(
-                exc=exc, args=[retried], countdown=countdown, max_retries=max_retries
-            ) from exc
+                exc=later.__cause__,
+                args=[retried],
+                countdown=later.delay,
+                max_retries=max(max_retries, retries),
+            ) from later.__cause__

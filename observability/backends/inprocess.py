@@ -8,10 +8,12 @@ one watchdog on the loop reports runs that pass the timeout."""
 
 import asyncio
 import contextlib
+import functools
 import queue
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from observability import names
@@ -20,6 +22,7 @@ from observability.tasks.batch import TaskCall
 from observability.tasks.execution import await_coroutine, call_in_thread
 from observability.tasks.function import is_async_callable
 from observability.tasks.recorder import Recorder
+from observability.tasks.retry import RetryPolicy
 from observability.tasks.run import Run
 
 QUEUE = "default"
@@ -33,9 +36,16 @@ class InProcessBackend:
     name = "inprocess"
 
     def __init__(
-        self, recorder: Recorder, *, concurrency: int, backlog: int, timeout: float
+        self,
+        recorder: Recorder,
+        *,
+        concurrency: int,
+        backlog: int,
+        timeout: float,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.recorder = recorder
+        self.retry = retry or RetryPolicy()
         self.concurrency = concurrency
         self.backlog = backlog
         self.timeout = timeout
@@ -146,7 +156,14 @@ class InProcessBackend:
         if is_async_callable(call.func):
             assert self._loop is not None
             future = asyncio.run_coroutine_threadsafe(
-                await_coroutine(self.recorder, call.envelope, call.func, self.timeout, call.parent),
+                await_coroutine(
+                    self.recorder,
+                    call.envelope,
+                    call.func,
+                    self.timeout,
+                    call.parent,
+                    (self.retry, functools.partial(self._retry_later, call)),
+                ),
                 self._loop,
             )
             with self._lock:
@@ -155,7 +172,30 @@ class InProcessBackend:
             with contextlib.suppress(BaseException):
                 future.result()
             return
-        call_in_thread(self.recorder, call.envelope, call.func, call.parent, self._started)
+        retry = (self.retry, functools.partial(self._retry_later, call))
+        call_in_thread(self.recorder, call.envelope, call.func, call.parent, self._started, retry)
+
+    def _retry_later(self, call: TaskCall, delay: float) -> None:
+        """Back into the backlog now, released to a slot in ``delay`` seconds: the wait holds
+        no slot, and counts as waiting (queue depth) like any accepted task."""
+        envelope = replace(
+            call.envelope, enqueued_at=time.time() + delay, retries=call.envelope.retries + 1
+        )
+        again = replace(call, envelope=envelope)
+        with self._lock:
+            closed = self._closed or self._loop is None
+            if not closed:
+                self._pending[envelope.id] = again
+                self._update_queue_gauges()
+        if closed:
+            self.recorder.dropped(envelope, names.REASON_SHUTDOWN, accepted=True)
+            return
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._release_later, delay, again)
+
+    def _release_later(self, delay: float, call: TaskCall) -> None:
+        assert self._loop is not None
+        self._loop.call_later(delay, self._release, (call,))
 
     def _started(self, run: Run) -> None:
         with self._lock:

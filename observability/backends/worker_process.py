@@ -2,7 +2,7 @@
 reports runs killed at the hard time limit; whichever process runs tasks (a prefork child, or
 the main process with threads) builds its tracer, recorder and runtime on first use."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from observability import names
 from observability.backends.celery_message import envelope_from_message
 from observability.backends.celery_worker import WorkerRuntime
+from observability.delivery import DeliveryRecorder
 from observability.logs.configuration import configure_logging, get_logger
 from observability.metrics import directory, multiprocess
+from observability.metrics.delivery import DeliveryMetrics
 from observability.metrics.tasks import TaskMetrics
-from observability.settings import ObservabilitySettings
+from observability.settings import ObservabilitySettings, retry_policy
 from observability.tasks.failure import FailureSink
 from observability.tasks.function import TaskFunction
 from observability.tasks.recorder import Recorder
@@ -41,7 +43,9 @@ class WorkerProcess:
         service_name: str,
         failure_sink: FailureSink | None = None,
         prepare: Callable[[], None] | None = None,
+        delivery_channels: Iterable[str] = (),
     ) -> None:
+        self.delivery_channels = tuple(delivery_channels)
         self.settings = settings
         self.service_name = service_name
         self.tasks = dict(tasks)
@@ -51,6 +55,7 @@ class WorkerProcess:
         self.registry = CollectorRegistry()  # values go to the multiprocess files
         self.celery_time_limits = False
         self._metrics: TaskMetrics | None = None
+        self._delivery_metrics: DeliveryMetrics | None = None
         self._killed: set[str] = set()
         self._runtime: WorkerRuntime | None = None
         self._provider: TracerProvider | None = None
@@ -76,6 +81,7 @@ class WorkerProcess:
         for task in self.tasks:
             metrics.redelivered.labels(task, BACKEND)
         metrics.capacity.labels(BACKEND).set(concurrency)
+        self.delivery_metrics().declare(self.delivery_channels)
         port = self.settings.worker_metrics_port
         if port:
             start_http_server(port, registry=multiprocess.exposition_registry(self.metrics_dir))
@@ -88,6 +94,11 @@ class WorkerProcess:
         if self._metrics is None:
             self._metrics = TaskMetrics(self.registry)
         return self._metrics
+
+    def delivery_metrics(self) -> DeliveryMetrics:
+        if self._delivery_metrics is None:
+            self._delivery_metrics = DeliveryMetrics(self.registry)
+        return self._delivery_metrics
 
     def runtime(self) -> WorkerRuntime:
         if self._runtime is None:
@@ -109,11 +120,13 @@ class WorkerProcess:
             span_kind=SpanKind.CONSUMER,
             link_parent=settings.celery_trace_mode == "link",
             lifecycle_events=settings.log_task_lifecycle,
+            delivery=DeliveryRecorder(self.delivery_metrics(), self._provider),
         )
         return WorkerRuntime(
             recorder,
             self._resolve,
             timeout=settings.task_timeout_seconds,
+            retry=retry_policy(settings),
             celery_time_limits=self.celery_time_limits,
         )
 

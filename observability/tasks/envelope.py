@@ -22,7 +22,8 @@ def current_trace_context() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TaskEnvelope:
-    """One task run request: id, name, arguments, enqueue time (epoch seconds), trace context."""
+    """One task run request: id, name, arguments, enqueue time (epoch seconds), trace context,
+    and how many runs of it were retried before this one."""
 
     name: str
     args: tuple[Any, ...] = ()
@@ -30,3 +31,4 @@ class TaskEnvelope:
     id: str = field(default_factory=new_task_id)
     enqueued_at: float = field(default_factory=time.time)
     trace_context: dict[str, str] = field(default_factory=current_trace_context)
+    retries: int = 0

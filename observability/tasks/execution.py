@@ -14,7 +14,11 @@ from observability import names
 from observability.tasks.envelope import TaskEnvelope
 from observability.tasks.function import TaskFunction
 from observability.tasks.recorder import Recorder
+from observability.tasks.retry import RetryPolicy
 from observability.tasks.run import Run
+from observability.tasks.timeout import TaskTimeout
+
+OnRetry = Callable[[float], None]  # told the delay before the next run of a retried task
 
 
 def call_in_thread(
@@ -23,23 +27,27 @@ def call_in_thread(
     func: TaskFunction,
     parent: Context | None = None,
     started: Callable[[Run], None] | None = None,
+    retry: tuple[RetryPolicy, OnRetry] | None = None,
 ) -> Run:
     """Run the plain function ``func`` in this thread (an in-process run slot). ``started`` is
     told of the run first, so that a watchdog can report it timed out at the deadline while the
-    function goes on; it is then recorded as overran."""
+    function goes on; it is then recorded as overran. With ``retry``, a failure the policy
+    retries is recorded as ``retry`` and the callback told when to run the task again."""
     run = recorder.started(envelope, parent)
     if started is not None:
         started(run)
     token = otel_context.attach(trace.set_span_in_context(run.span, parent))
+    current = run.enter()
     error: Exception | None = None
     try:
         func(*envelope.args, **envelope.kwargs)
     except Exception as exc:
         error = exc
-        finished = recorder.finished(run, names.OUTCOME_FAILURE, exc)
+        finished = _failed(recorder, run, exc, retry)
     else:
         finished = recorder.finished(run, names.OUTCOME_SUCCESS)
     finally:
+        Run.leave(current)
         otel_context.detach(token)
     if not finished and run.outcome == names.OUTCOME_TIMEOUT:
         recorder.overran(run, error)
@@ -52,11 +60,14 @@ async def await_coroutine(
     func: TaskFunction,
     timeout: float,
     parent: Context | None = None,
+    retry: tuple[RetryPolicy, OnRetry] | None = None,
 ) -> str:
     """Run the coroutine function ``func`` on this loop, cancelled at ``timeout``; returns the
-    outcome. A cancellation from outside (shutdown) is recorded as a failure and goes on."""
+    outcome. A cancellation from outside (shutdown) is recorded as a failure and goes on;
+    ``retry`` as for ``call_in_thread``."""
     run = recorder.started(envelope, parent)
     token = otel_context.attach(trace.set_span_in_context(run.span, parent))
+    current = run.enter()
     try:
         try:
             async with asyncio.timeout(timeout) as deadline:
@@ -70,13 +81,14 @@ async def await_coroutine(
             recorder.finished(run, names.OUTCOME_FAILURE, exc)
             raise
         except Exception as exc:  # also the deadline's TimeoutError: the run has ended then
-            recorder.finished(run, names.OUTCOME_FAILURE, exc)
+            _failed(recorder, run, exc, retry)
         # A coroutine that blocked the loop past its deadline returns before it can be
         # cancelled: still a timeout.
         if run.outcome is None and time.perf_counter() - run.started_perf > timeout:
             recorder.finished(run, names.OUTCOME_TIMEOUT)
         recorder.finished(run, names.OUTCOME_SUCCESS)
     finally:
+        Run.leave(current)
         otel_context.detach(token)
     return run.outcome or names.OUTCOME_FAILURE
 
@@ -86,30 +98,45 @@ def call_sync(
     envelope: TaskEnvelope,
     func: TaskFunction,
     *,
-    retry_on: tuple[type[BaseException], ...] = (),
+    retry: tuple[RetryPolicy, OnRetry] | None = None,
     started: Callable[[Run], None] | None = None,
 ) -> Run:
-    """Run ``func()`` in this thread (Celery workers): the worker enforces the time limit, and
-    ``TimeoutError`` (or a subclass) raised by ``func`` is recorded as ``timeout``; a failure
-    of a ``retry_on`` class as ``retry`` (the worker will run the task again). Re-raises.
-    ``started`` is told of the run first."""
+    """Run ``func()`` in this thread (Celery workers): the worker enforces the time limit and
+    raises ``TaskTimeout``, recorded as ``timeout``; ``retry`` as for ``call_in_thread`` (the
+    worker runs the task again). Re-raises. ``started`` is told of the run first."""
     run = recorder.started(envelope)
     if started is not None:
         started(run)
     token = otel_context.attach(trace.set_span_in_context(run.span))
+    current = run.enter()
     try:
         try:
             func()
-        except TimeoutError as exc:
+        except TaskTimeout as exc:
             recorder.finished(run, names.OUTCOME_TIMEOUT, exc)
             raise
+        except Exception as exc:
+            _failed(recorder, run, exc, retry)
+            raise
         except BaseException as exc:
-            if isinstance(exc, retry_on):
-                recorder.retried(run, exc)
-            else:
-                recorder.finished(run, names.OUTCOME_FAILURE, exc)
+            recorder.finished(run, names.OUTCOME_FAILURE, exc)
             raise
         recorder.finished(run, names.OUTCOME_SUCCESS)
     finally:
+        Run.leave(current)
         otel_context.detach(token)
     return run
+
+
+def _failed(
+    recorder: Recorder, run: Run, error: Exception, retry: tuple[RetryPolicy, OnRetry] | None
+) -> bool:
+    """Record a run that raised ``error``: ``retry`` if the policy says so, else ``failure``."""
+    policy, on_retry = retry or (None, None)
+    delay = None if policy is None else policy.delay(error, run.envelope.retries)
+    if delay is None or on_retry is None:
+        return recorder.finished(run, names.OUTCOME_FAILURE, error)
+    if not recorder.retried(run, error):
+        return False
+    on_retry(delay)
+    return True

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, TracerProvider
@@ -22,6 +22,9 @@ from observability.tasks.journal import TaskJournal
 from observability.tasks.run import Run
 from observability.tasks.timeout import timeout_message
 from observability.tracing.task_span import TaskSpans
+
+if TYPE_CHECKING:
+    from observability.delivery import DeliveryRecorder
 
 
 class Recorder:
@@ -41,8 +44,10 @@ class Recorder:
         span_kind: SpanKind = SpanKind.INTERNAL,
         link_parent: bool = False,
         lifecycle_events: bool = False,
+        delivery: "DeliveryRecorder | None" = None,
     ) -> None:
         self.backend = backend
+        self.delivery = delivery
         self.metrics = metrics
         self.spans = TaskSpans(tracer_provider, backend, kind=span_kind, link_parent=link_parent)
         self.timeout = timeout
@@ -164,7 +169,7 @@ class Recorder:
         started_at, started_perf = time.time() - ran_for, time.perf_counter() - ran_for
         queue_wait = max(0.0, started_at - envelope.enqueued_at)
         span = self.spans.start(envelope, parent, started_at, queue_wait)
-        run = Run(envelope, span, started_at, started_perf, queue_wait)
+        run = Run(envelope, span, started_at, started_perf, queue_wait, self.delivery)
         if ran_for:  # reported for another process, whose metrics counted the start
             return run
         self.metrics.series(envelope.name, self.backend).record_start(
@@ -255,6 +260,8 @@ class Recorder:
         }
         if error_type is not None:
             fields |= {"error_type": error_type, "error": message}
+        if run.details:
+            fields |= run.details
         fields |= run.log_ids
         if outcome == names.OUTCOME_SUCCESS:
             self.log.info(names.EVENT_SUCCEEDED, **fields)

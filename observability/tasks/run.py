@@ -4,11 +4,23 @@ reporting a timeout, or the run's own thread returning)."""
 
 import threading
 import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span
 
 from observability.tasks.envelope import TaskEnvelope
 from observability.tracing import ids
+
+if TYPE_CHECKING:
+    from observability.delivery import DeliveryRecorder
+
+_CURRENT: ContextVar["Run | None"] = ContextVar("observability_current_run", default=None)
+
+
+def current_run() -> "Run | None":
+    """The run the calling code is part of (set while a task runs), or None."""
+    return _CURRENT.get()
 
 
 class Run:
@@ -19,8 +31,11 @@ class Run:
         started_at: float,
         started_perf: float,
         queue_wait: float,
+        delivery: "DeliveryRecorder | None" = None,
     ) -> None:
         self.envelope = envelope
+        self.delivery = delivery
+        self.details: dict[str, Any] = {}  # added to the run's terminal log line
         self.span = span
         self.started_at = started_at
         self.started_perf = started_perf
@@ -42,3 +57,11 @@ class Run:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started_perf
+
+    def enter(self) -> object:
+        """Make this the current run (``current_run``); returns the token for ``leave``."""
+        return _CURRENT.set(self)
+
+    @staticmethod
+    def leave(token: object) -> None:
+        _CURRENT.reset(token)  # type: ignore[arg-type]

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.deploy import COMPOSE_FILE, ENV_EXAMPLE, interpolate, load_yaml, parse_env_file
+from tests.support.deploy import COMPOSE_FILE, ENV_EXAMPLE, interpolate, parse_env_file
+from tests.support.files import load_yaml
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.deploy import REPO, load_yaml
+from tests.support.deploy import REPO
+from tests.support.files import load_yaml
 
 DEPLOY = REPO / "deploy"
 

@@ -16,7 +16,8 @@ from tests.support.dashboards import (
     rule_exprs,
     targets,
 )
-from tests.support.monitoring import GRAFANA_DIR, load_yaml
+from tests.support.files import load_yaml
+from tests.support.monitoring import GRAFANA_DIR
 from tests.support.promql import label_names, metric_names
 
 # The Contract's labels, plus those Prometheus adds (job, instance) and histogram buckets (le).

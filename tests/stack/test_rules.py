@@ -7,11 +7,11 @@ from pathlib import Path
 import yaml
 
 from tests.stack.live import local_prometheus_config
+from tests.support.files import load_yaml
 from tests.support.monitoring import (
     PROMETHEUS_DIR,
     RULE_FILES,
     RULE_TEST_FILES,
-    load_yaml,
     rule_groups,
 )
 

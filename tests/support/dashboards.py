@@ -7,7 +7,8 @@ from types import ModuleType
 from typing import Any
 
 from observability import names
-from tests.support.monitoring import GRAFANA_DIR, load_yaml, rule_groups
+from tests.support.files import load_yaml
+from tests.support.monitoring import GRAFANA_DIR, rule_groups
 
 # The Contract's metric names (shared/DESIGN.md). Histograms expose _bucket, _count, _sum.
 CONTRACT_COUNTERS_AND_GAUGES = frozenset(

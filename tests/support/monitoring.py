@@ -5,8 +5,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from tests.support.files import load_yaml
 from tests.support.processes import ROOT
 
 PROMETHEUS_DIR = ROOT / "prometheus"
@@ -25,11 +25,6 @@ def require_binary(name: str) -> str:
             pytrace=False,
         )
     return path
-
-
-def load_yaml(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
 
 
 def rule_groups() -> list[dict[str, Any]]:

@@ -29,8 +29,11 @@ class Harness:
             tracer_provider=provider,
             timeout=timeout,
             journal=self.journal,
-            failure_sink=self.reports.append,
+            failure_sink=self.report,
         )
+
+    def report(self, report: FailureReport) -> None:
+        self.reports.append(report)
 
     def value(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, {"backend": "inprocess", **labels}) or 0.0

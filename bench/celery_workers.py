@@ -1,0 +1,128 @@
+"""The workers of the Celery part: what each one is, its command line, environment and stop.
+
+A worker is a ``celery worker`` subprocess of the harness: the bare tutorial task
+(``bench/celery_bare.py``), alone or with the project's Celery settings, or the project's own
+worker (``service.worker``) with its spans exported to a local receiver. Its hostname carries the
+harness's pid and the round, so that its leftover pool processes, if any, can be told apart from
+everything else on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.apps import SAMPLED_10, SAMPLED_100
+from bench.common import free_port, wait_exit
+
+WORKERS: dict[str, tuple[str, str]] = {
+    "bare": ("bench.celery_bare", "the tutorial's write_log as a bare Celery task, defaults"),
+    "bare-project-conf": (
+        "bench.celery_bare",
+        "the same bare task with the project's Celery settings (late acks, prefetch 1, time "
+        "limits, result backend, STARTED state, transport options)",
+    ),
+    "ours-sampled-100": (
+        "service.worker",
+        "the project's worker: runner with metrics, JSON logs to a file, spans sampled 100% "
+        "exported over OTLP/HTTP",
+    ),
+    "ours-sampled-10": ("service.worker", "the same, spans sampled 10%"),
+}
+DEFAULT_WORKERS = ("bare", "bare-project-conf", "ours-sampled-100", "ours-sampled-10")
+BASELINE = "bare"
+# every setting of observability/backends/celery_app.py that changes what a run costs (not the
+# pool's)
+PROJECT_CONF_KEYS = (
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "task_soft_time_limit",
+    "task_time_limit",
+    "task_track_started",
+    "result_backend",
+    "result_expires",
+    "result_backend_transport_options",
+    "redis_socket_connect_timeout",
+    "redis_socket_timeout",
+    "worker_prefetch_multiplier",
+    "worker_deduplicate_successful_tasks",
+    "worker_send_task_events",
+    "broker_transport_options",
+    "task_default_queue",
+)
+
+
+def project_conf(url: str) -> dict[str, Any]:
+    """The project's Celery settings that ``bare-project-conf`` takes over
+    (``PROJECT_CONF_KEYS``)."""
+    from observability.backends.celery_app import create_celery_app
+    from service.settings import Settings
+
+    app = create_celery_app(Settings(broker_url=url))
+    return {k: app.conf[k] for k in PROJECT_CONF_KEYS if k in app.conf}
+
+
+def worker_command(module: str, hostname: str, pool: str, concurrency: int) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", module, "worker",
+        "--pool", pool, "-c", str(concurrency), "--loglevel", "WARNING",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--hostname", f"{hostname}@%h",
+    ]  # fmt: skip
+
+
+def worker_env(
+    worker: str,
+    broker_url: str,
+    data: Path,
+    conf: dict[str, Any],
+    concurrency: int,
+    endpoint: str | None,
+) -> dict[str, str]:
+    """The worker's environment: the harness's without its ``NOTIFY_``/``OTEL_``/``BENCH_``
+    variables, plus the broker, the data folder and the worker's own settings. ``endpoint`` is
+    the local OTLP receiver, given for the ``ours-*`` workers only: it tells them apart."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_", "BENCH_"))}
+    env |= {"NOTIFY_DATA_DIR": str(data), "BENCH_BROKER_URL": broker_url}
+    if endpoint is not None:
+        env |= SAMPLED_10 if worker.endswith("-10") else SAMPLED_100
+        env |= {
+            "NOTIFY_BROKER_URL": broker_url,
+            "NOTIFY_WORKER_METRICS_PORT": str(free_port()),
+            "NOTIFY_LOG_FORMAT": "json",
+            "NOTIFY_TASK_CONCURRENCY": str(concurrency),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        }
+    elif worker == "bare-project-conf":
+        env["BENCH_CELERY_CONF"] = json.dumps(conf)
+    return env
+
+
+def stop_worker(proc: subprocess.Popen[bytes], hostname: str, pids: set[int]) -> int | None:
+    """SIGTERM the worker, wait for it (killed if it does not exit), then kill the pool processes
+    ``pids`` it left behind, if any; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    code = wait_exit(proc, 30)
+    for pid in pids:
+        kill_if_ours(pid, hostname)
+    return code
+
+
+def kill_if_ours(pid: int, hostname: str) -> None:
+    """Kill a leftover pool process of our worker: only if that pid still runs our worker's
+    command line (a pid may have been reused by then)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if f"{hostname}@".encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
