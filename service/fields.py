@@ -1,10 +1,11 @@
-"""Request field types: e-mail addresses and E.164 phone numbers, validated with compiled
-patterns (no per-request library machinery: they are on every request's path)."""
+"""Request field types: e-mail addresses, E.164 phone numbers, message text and e-mail
+subjects, validated with compiled patterns (no per-request library machinery: they are on every
+request's path)."""
 
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, WithJsonSchema
 
 # The HTML living standard's "valid e-mail address" (what browsers accept in <input
 # type=email>), with a dotted domain and the RFC 5321 length limits on top.
@@ -13,6 +14,15 @@ _EMAIL = re.compile(rf"([A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}})@({_LABEL}(?:\
 EMAIL_MAX_LENGTH = 254
 E164 = re.compile(r"\+[1-9]\d{6,14}")
 E164_SCHEMA_PATTERN = rf"^{E164.pattern}$"  # JSON Schema patterns are not anchored
+SUBJECT_MAX_LENGTH = 200
+# What no e-mail header may hold: C0 and C1 controls (CR and LF above all: header injection),
+# DEL, and the Unicode line and paragraph separators.
+_HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+SUBJECT_SCHEMA_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"
+# What no message can carry whatever the channel: NUL (forbidden in mail, cut by C APIs) and
+# lone surrogates (JSON's "\\ud800" escapes: not encodable as UTF-8). The file sinks escape
+# everything else.
+_UNDELIVERABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _email(value: str) -> str:
@@ -40,6 +50,24 @@ def _e164(value: str) -> str:
     return value
 
 
+def _deliverable(value: str) -> str:
+    if _UNDELIVERABLE.search(value):
+        raise ValueError(
+            "text must not contain NUL characters or lone UTF-16 surrogates (\\u0000, "
+            "\\ud800-\\udfff): they can't be delivered"
+        )
+    return value
+
+
+def _header_safe(value: str) -> str:
+    if _HEADER_UNSAFE.search(value):
+        raise ValueError(
+            "subject must be one line: no line breaks (CR, LF, U+2028, U+2029) or other control "
+            "characters"
+        )
+    return value
+
+
 Email = Annotated[
     str,
     AfterValidator(_email),
@@ -51,3 +79,21 @@ Phone = Annotated[
     AfterValidator(_e164),
     WithJsonSchema({"type": "string", "pattern": E164_SCHEMA_PATTERN, "example": "+8613812345678"}),
 ]
+
+# JSON's phone numbers: E.164 as sent (no query-string ``+`` decoding to take back)
+E164Phone = Annotated[
+    str,
+    AfterValidator(_e164),
+    WithJsonSchema({"type": "string", "pattern": E164_SCHEMA_PATTERN, "example": "+8613812345678"}),
+]
+Subject = Annotated[
+    str,
+    StringConstraints(max_length=SUBJECT_MAX_LENGTH),
+    AfterValidator(_header_safe),
+    WithJsonSchema(
+        {"type": "string", "maxLength": SUBJECT_MAX_LENGTH, "pattern": SUBJECT_SCHEMA_PATTERN}
+    ),
+]
+
+# A message's text: anything deliverable (its length limit is the settings', added where used)
+DeliverableText = Annotated[str, AfterValidator(_deliverable)]

@@ -1,4 +1,6 @@
-"""The error answers the API documents in its OpenAPI schema, besides FastAPI's own 422."""
+"""The answers the API documents in its OpenAPI schema besides the endpoints' own models: size
+limits, refused tasks, ``Idempotency-Key`` answers, and the 422 of every POST (FastAPI's
+validation errors, or a key reused for another request)."""
 
 from typing import Any
 
@@ -13,8 +15,9 @@ class LimitExceeded(BaseModel):
 
 
 class TasksRefused(BaseModel):
-    """Tasks not accepted (503): the backlog is full, the service is shutting down, or the
-    broker can't be reached."""
+    """Tasks not accepted (503): the backlog is full, the service is shutting down, the broker
+    can't be reached, or the store of ``Idempotency-Key``s can't (``reason``
+    ``idempotency_store_unavailable``: nothing was run)."""
 
     detail: str
     reason: str
@@ -26,17 +29,71 @@ class NotFound(BaseModel):
     detail: str
 
 
+class NotificationAccepted(BaseModel):
+    """A notification accepted (202): its task, to follow at ``Location`` (``/tasks/{id}``)."""
+
+    id: str
+    task_ids: list[str]
+
+
+class ErrorDetail(BaseModel):
+    """What is wrong, in a sentence."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    """One invalid field, as FastAPI reports it: ``loc`` names it."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class RequestInvalid(BaseModel):
+    """422: the fields that are invalid (a list), or, for an ``Idempotency-Key`` already used
+    with another request, a sentence naming what differs."""
+
+    detail: list[ValidationIssue] | str
+
+
 LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": LimitExceeded, "description": "Request body too large"},
     414: {"model": LimitExceeded, "description": "URL (path and query string) too long"},
     431: {"model": LimitExceeded, "description": "Request header fields too large"},
 }
+_RETRY_AFTER = {"description": "seconds to wait", "schema": {"type": "string"}}
+_REPLAYED = {
+    "description": "`true` when this is the stored answer to an earlier request with the same "
+    "Idempotency-Key",
+    "schema": {"type": "string", "enum": ["true"]},
+}
 TASK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "Malformed Idempotency-Key"},
+    409: {
+        "model": ErrorDetail,
+        "description": "A request with this Idempotency-Key is still in progress",
+        "headers": {"Retry-After": _RETRY_AFTER},
+    },
+    422: {
+        "model": RequestInvalid,
+        "description": "Invalid field (named in `detail`), or an Idempotency-Key already used "
+        "for a different request",
+    },
     503: {
         "model": TasksRefused,
         "description": "Tasks refused; retry after the time given",
+        "headers": {"Retry-After": _RETRY_AFTER},
+    },
+}
+ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = TASK_RESPONSES | {
+    202: {
+        "description": "Accepted: the task is queued",
         "headers": {
-            "Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}
+            "Location": {"description": "the task: `/tasks/{id}`", "schema": {"type": "string"}},
+            "Idempotent-Replayed": _REPLAYED,
         },
     }
 }

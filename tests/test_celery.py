@@ -12,7 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tests.support.fifo import FifoReader
 from tests.support.otlp import OtlpReceiver, otlp_env, span_attributes
 from tests.support.polling import wait_until
-from tests.support.processes import ServiceProcess, WorkerProcess
+from tests.support.processes import ServiceProcess, WorkerProcess, free_port
 
 
 @pytest.fixture
@@ -190,23 +190,27 @@ def test_unreachable_broker_is_503_enqueue_error(start_service: Any) -> None:
 def test_failed_runs_are_retried_then_fail(
     start_service: Any, start_worker: Any, broker_url: str, tmp_path: Path
 ) -> None:
-    """With NOTIFY_TASK_MAX_RETRIES=2 a failing task runs 3 times: retry, retry, failure."""
+    """With NOTIFY_TASK_MAX_RETRIES=2 a task failing transiently runs 3 times: retry, retry,
+    failure (the SMS provider's port is closed: connection refused each time)."""
     env = {
         "NOTIFY_DATA_DIR": str(tmp_path / "data"),
         "NOTIFY_BROKER_URL": broker_url,
         "NOTIFY_TASK_MAX_RETRIES": "2",
         "NOTIFY_TASK_RETRY_BACKOFF_SECONDS": "0.05",
+        "NOTIFY_SMS_CHANNEL": "http",
+        "NOTIFY_SMS_HTTP_URL": f"http://127.0.0.1:{free_port()}/sms",
     }
     worker = start_worker(**env)
     api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
-    (api.data_dir / "log.txt").mkdir(parents=True)
-    task_id = api.client.post("/safe-notify").json()["task_ids"][0]
-    wait_until(lambda: finished(worker, "safe_write_log", "failure") == 1, timeout=20)
-    assert finished(worker, "safe_write_log", "retry") == 2
-    assert failures(worker, "safe_write_log", "IsADirectoryError") == 3
+    params = {"phone": "+8613812345678", "msg": "hello"}
+    task_id = api.client.post("/send-sms", params=params).json()["task_ids"][0]
+    wait_until(lambda: finished(worker, "sms_task", "failure") == 1, timeout=20)
+    assert finished(worker, "sms_task", "retry") == 2
+    assert failures(worker, "sms_task", "ConnectionFailed") == 3
     errors = (api.data_dir / "error.log").read_text().splitlines()
     assert [line.rsplit("outcome=", 1)[1] for line in errors] == ["retry)", "retry)", "failure)"]
     assert all(task_id in line for line in errors)
+    assert not (api.data_dir / "sms_log.txt").exists()  # the line is written once delivered
     wait_until(lambda: record_in(api, task_id, "failed"))
 
 

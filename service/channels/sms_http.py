@@ -26,6 +26,8 @@ RETRIED_STATUSES = frozenset({408, 425, 429})
 class HttpSmsChannel:
     def __init__(self, url: str, *, token: str, timeout: float, pool_size: int = 10) -> None:
         self.url = httpx.URL(url)
+        if token:  # the bearer token, not credentials in the URL, authorises the request
+            self.url = self.url.copy_with(userinfo=b"")
         self.timeout = timeout
         self.pool_size = pool_size
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,0 +1,211 @@
+"""One round of one variant of the delivery part: the bare loop, the service in-process, the
+Celery worker; each sends ``warmup`` untimed messages, then ``messages`` timed ones, to the
+same SMTP sink (``bench/smtp_sink.py``), which tells when message N arrived.
+
+Every record has the same fields: msgs/s over the timed messages (from the first timed send or
+request to the arrival of the last message at the sink), the CPU seconds of the sender's
+process tree over that span, the p99 of the per-message delivery latency read the Prometheus
+way (``histogram_quantile`` over the service's ``notification_delivery_duration_seconds``
+buckets, or the bare loop's timings in the same buckets) and the sink's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import histogram
+from bench.apps import OURS, SAMPLED_10, AppSpec
+from bench.celery_workers import stop_worker, worker_command, worker_env
+from bench.common import ROOT, children, tree_cpu_seconds
+from bench.load import LoadGenerator
+from bench.otlp_sink import Sink
+from bench.redis_server import Redis
+from bench.server import Server
+from bench.smtp_bare import RECIPIENT, SENDER
+from bench.smtp_sink import SmtpSink
+
+METRIC = "notification_delivery_duration_seconds"
+LABELS = {"channel": "smtp", "result": "delivered"}
+PATH = f"/send-notification/{RECIPIENT}"
+MESSAGE = f"message to {RECIPIENT}\n"  # what that route puts in the task
+
+
+def smtp_env(sink: SmtpSink, concurrency: int) -> dict[str, str]:
+    """The service's SMTP settings: plain SMTP to the sink, same sender as the bare loop."""
+    return {
+        "NOTIFY_EMAIL_CHANNEL": "smtp",
+        "NOTIFY_SMTP_HOST": "127.0.0.1",
+        "NOTIFY_SMTP_PORT": str(sink.port),
+        "NOTIFY_SMTP_SECURITY": "none",
+        "NOTIFY_SMTP_FROM": SENDER,
+        "NOTIFY_DELIVERY_TIMEOUT_SECONDS": "10",
+        "NOTIFY_TASK_CONCURRENCY": str(concurrency),
+    }
+
+
+def record(
+    variant: str, n: int, seconds: float, cpu: float, p99: float | None, sink_cpu: float
+) -> dict[str, Any]:
+    return {
+        "variant": variant,
+        "messages": n,
+        "seconds": seconds,
+        "msgs_per_s": n / seconds,
+        "cpu_us_per_msg": cpu / n * 1e6,
+        "p99_ms": None if p99 is None else p99 * 1e3,
+        "sink_cpu_us_per_msg": sink_cpu / n * 1e6,
+    }
+
+
+def arrived(sink: SmtpSink, n: int, timeout: float, what: str) -> float:
+    t = sink.wait_for(n, timeout)
+    if t is None:
+        raise RuntimeError(f"delivery {what}: {sink.count()}/{n} messages at the sink")
+    return t
+
+
+def run_bare(sink: SmtpSink, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The bare loop (``bench/smtp_bare.py``) in a process of its own."""
+    n, warmup = opts.delivery_messages, opts.delivery_warmup
+    cmd = [
+        sys.executable, "-m", "bench.smtp_bare", "--port", str(sink.port), "--count", str(n),
+        "--warmup", str(warmup), "--threads", str(opts.delivery_concurrency),
+    ]  # fmt: skip
+    sink_cpu0 = sink.cpu_seconds()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"delivery bare loop failed: {proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout)
+    t_end = arrived(sink, warmup + n, opts.delivery_timeout, "bare")
+    buckets = histogram.bucketed(out["latencies"], bucket_bounds())
+    r = record(
+        "bare",
+        n,
+        t_end - out["started"],
+        out["cpu_seconds"],
+        histogram.quantile(0.99, buckets),
+        sink.cpu_seconds() - sink_cpu0,
+    )
+    exact = histogram.exact(0.99, out["latencies"])
+    r["p99_exact_ms"] = None if exact is None else exact * 1e3
+    (workdir / "bare.json").write_text(json.dumps({k: v for k, v in out.items() if k != "latencies"}))
+    return r
+
+
+def bucket_bounds() -> tuple[float, ...]:
+    from observability.metrics.delivery import DELIVERY_BUCKETS
+
+    return DELIVERY_BUCKETS
+
+
+def run_inprocess(
+    sink: SmtpSink, load: LoadGenerator, opts: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    """The service under uvicorn (10% sampled, spans exported), driven by POSTs."""
+    n, warmup = opts.delivery_messages, opts.delivery_warmup
+    conc = opts.delivery_http_concurrency
+    spec = AppSpec(
+        "ours-inprocess", "service.main:create_app", True,
+        OURS | SAMPLED_10 | smtp_env(sink, opts.delivery_concurrency), "file", True,
+        "the service, SMTP channel, spans sampled 10% exported",
+    )  # fmt: skip
+    server = Server(spec, workdir)
+    metrics = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        warm = load.run(server.port, PATH, warmup, conc)
+        arrived(sink, warm.ok, opts.delivery_timeout, "in-process warm-up")
+        before = histogram.scrape_buckets(metrics, METRIC, LABELS)
+        cpu0, sink_cpu0, own0 = tree_cpu_seconds(server.proc.pid), sink.cpu_seconds(), own_cpu()
+        t0 = time.monotonic()
+        result = load.run(server.port, PATH, n, conc)
+        t_end = arrived(sink, warm.ok + result.ok, opts.delivery_timeout, "in-process")
+        cpu, own = tree_cpu_seconds(server.proc.pid) - cpu0, own_cpu() - own0
+        sink_cpu = sink.cpu_seconds() - sink_cpu0
+        after = histogram.scrape_buckets(metrics, METRIC, LABELS)
+    finally:
+        code, otlp = server.stop()
+    p99 = histogram.quantile(0.99, histogram.difference(after, before))
+    r = record("inprocess", result.ok, t_end - t0, cpu, p99, sink_cpu)
+    r |= {
+        "rejected": result.rejected + result.errors,
+        "http_p99_ms": result.p99_ms,
+        "client_cpu_us_per_msg": own / max(1, result.ok) * 1e6,
+        "exit_code": code,
+        "spans_per_msg": otlp.get("spans", 0) / max(1, warm.ok + result.ok),
+    }
+    return r
+
+
+def own_cpu() -> float:
+    """CPU seconds of the harness (the asyncio load generator) and of its reaped children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def publish(url: str, count: int) -> None:
+    """``count`` tasks as the API publishes ``POST /send-notification/{email}``'s."""
+    from observability.backends.celery_app import CELERY_QUEUE, create_celery_app
+    from observability.backends.celery_message import RUN_TASK, message_of
+    from observability.tasks.envelope import TaskEnvelope
+    from service.settings import Settings
+
+    app = create_celery_app(Settings(broker_url=url))
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            envelope = TaskEnvelope(name="write_log", args=(MESSAGE,), kwargs={"to": RECIPIENT})
+            app.send_task(
+                RUN_TASK,
+                args=[message_of(envelope)],
+                task_id=envelope.id,
+                queue=CELERY_QUEUE,
+                producer=producer,
+            )
+    app.close()
+
+
+def run_celery(
+    sink: SmtpSink, redis: Redis, opts: argparse.Namespace, workdir: Path, round_no: int
+) -> dict[str, Any]:
+    """``celery -A service.worker worker`` (prefork) on messages published before it starts;
+    timed from the arrival of message ``warmup`` (start-up left out) to the last."""
+    n, warmup, conc = opts.delivery_messages, opts.delivery_warmup, opts.delivery_concurrency
+    data = workdir / "data"
+    data.mkdir(parents=True)
+    redis.flush()
+    publish(redis.url, warmup + n)
+    otlp = Sink(workdir / "otlp")
+    env = worker_env("ours-sampled-10", redis.url, data, {}, conc, otlp.endpoint)
+    env |= smtp_env(sink, conc) | {"NOTIFY_TASK_BACKEND": "celery"}
+    metrics = f"http://127.0.0.1:{env['NOTIFY_WORKER_METRICS_PORT']}/metrics"
+    hostname = f"bench-delivery-{os.getpid()}-r{round_no}"
+    cmd = worker_command("service.worker", hostname, "prefork", conc)
+    with open(workdir / "worker.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    pids: set[int] = set()
+    try:
+        t0 = arrived(sink, warmup, 120, "celery start-up")
+        pids.update(children(proc.pid))
+        before = histogram.scrape_buckets(metrics, METRIC, LABELS)
+        # CPU from after the scrape (its cost left out; a few ms of the span uncounted)
+        cpu0, sink_cpu0 = tree_cpu_seconds(proc.pid), sink.cpu_seconds()
+        t_end = arrived(sink, warmup + n, opts.delivery_timeout, "celery")
+        cpu, sink_cpu = tree_cpu_seconds(proc.pid) - cpu0, sink.cpu_seconds() - sink_cpu0
+        pids.update(children(proc.pid))
+        after = histogram.scrape_buckets(metrics, METRIC, LABELS)
+    finally:
+        code = stop_worker(proc, hostname, pids)
+        otlp_stats = otlp.stop()
+    p99 = histogram.quantile(0.99, histogram.difference(after, before))
+    r = record("celery", n, t_end - t0, cpu, p99, sink_cpu)
+    r |= {"exit_code": code, "spans_per_msg": otlp_stats.get("spans", 0) / (warmup + n)}
+    return r
+
