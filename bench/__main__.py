@@ -8,7 +8,9 @@ Parts (``--parts``, comma-separated; all by default):
   (``bench/runner_micro.py``);
 * ``memory``: RSS of the service over 10^5 tasks (``bench/memory.py``);
 * ``celery``: an instrumented Celery worker vs a bare one on the same Redis
-  (``bench/celery_compare.py``).
+  (``bench/celery_compare.py``);
+* ``delivery``: e-mails/s through a local SMTP server, the service in-process and on Celery vs
+  a bare smtplib loop (``bench/delivery.py``).
 
 ``--quick`` runs every part small (for development; numbers are indicative only) and writes
 ``bench/results/quick.{json,md}``; a full run writes ``bench/results/latest.{json,md}``.
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import celery_compare, memory, runner_micro, throughput
+from bench import celery_compare, delivery, memory, runner_micro, throughput
 from bench.common import RESULTS_DIR, ROOT, loadavg, machine_info
 from bench.part import Part
 
@@ -35,6 +37,7 @@ PARTS: dict[str, Part] = {
     "runner": runner_micro,
     "memory": memory,
     "celery": celery_compare,
+    "delivery": delivery,
 }
 
 

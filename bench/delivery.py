@@ -92,6 +92,7 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "http_concurrency": opts.delivery_http_concurrency,
             "loadgen": resolve_loadgen(opts.loadgen),
             "variants": variants,
+            "about": {v: VARIANTS[v] for v in variants},
             "goal": GOAL,
         },
         "medians": medians(runs, variants),
@@ -149,9 +150,7 @@ def ratios(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, float]:
     """Per variant, the median over rounds of its msgs/s over the bare loop's of that round."""
     bare = {r["round"]: r["msgs_per_s"] for r in runs if r["variant"] == BASELINE}
     return {
-        v: statistics.median(
-            r["msgs_per_s"] / bare[r["round"]] for r in runs if r["variant"] == v
-        )
+        v: statistics.median(r["msgs_per_s"] / bare[r["round"]] for r in runs if r["variant"] == v)
         for v in variants
         if v != BASELINE
     }

@@ -5,12 +5,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from observability import NATIVE_TELEMETRY_OFF, instrument
+from service.idempotency import (
+    IdempotencyMiddleware,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    RedisIdempotencyStore,
+)
 from service.limits import RequestLimits, RequestLimitsMiddleware
 from service.notifications import NotificationService
+from service.responses import validation_error_handler
 from service.routes import build_router
 from service.settings import Settings
 
@@ -20,10 +28,14 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     tracer_provider: TracerProvider | None = None,
+    idempotency_store: IdempotencyStore | None = None,
 ) -> FastAPI:
-    """Build the service from ``settings`` (default: the ``NOTIFY_*`` environment)."""
+    """Build the service from ``settings`` (default: the ``NOTIFY_*`` environment). The
+    ``Idempotency-Key`` store is Redis (the broker's) with the Celery backend, so that every API
+    process sees the keys, else this process's memory; ``idempotency_store`` overrides it."""
     settings = settings or Settings()
     notifications = NotificationService(settings)
+    keys = idempotency_store or _idempotency_store(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,13 +44,22 @@ def create_app(
             yield
         finally:
             notifications.close()
+            await keys.close()
 
     app = FastAPI(
         title="Observable notification service",
         lifespan=lifespan,
         telemetry=NATIVE_TELEMETRY_OFF,
     )
-    # innermost: a refused request still has its span and metrics
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    # innermost: a refused or replayed request still has its span and metrics; the key is
+    # honoured inside the size limits (the body it reads to fingerprint is bounded)
+    app.add_middleware(
+        IdempotencyMiddleware,
+        store=keys,
+        ttl_seconds=settings.idempotency_ttl_seconds,
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.add_middleware(
         RequestLimitsMiddleware,
         limits=RequestLimits(
@@ -56,3 +77,9 @@ def create_app(
     )
     app.include_router(build_router(settings, notifications, telemetry))
     return app
+
+
+def _idempotency_store(settings: Settings) -> IdempotencyStore:
+    if settings.task_backend == "celery":
+        return RedisIdempotencyStore(settings.broker_url)
+    return MemoryIdempotencyStore()

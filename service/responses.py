@@ -2,8 +2,13 @@
 limits, refused tasks, ``Idempotency-Key`` answers, and the 422 of every POST (FastAPI's
 validation errors, or a key reused for another request)."""
 
+import json
 from typing import Any
 
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 
@@ -103,3 +108,20 @@ LOOKUP_RESPONSES: dict[int | str, dict[str, Any]] = {
 NOT_READY_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"description": "Not ready (starting or shutting down)"}
 }
+
+
+class EscapingJSONResponse(JSONResponse):
+    """JSON that can always be sent: text that is not encodable as UTF-8 (a lone surrogate, as
+    JSON's ``"\\ud800"`` decodes) is written as ``\\u`` escapes, instead of failing."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 (its body unchanged), sendable whatever input it echoes."""
+    assert isinstance(exc, RequestValidationError)
+    return EscapingJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)

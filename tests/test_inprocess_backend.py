@@ -1,5 +1,5 @@
-"""The in-process backend driven directly: its concurrency limit, all-or-nothing admission and
-the drain at shutdown."""
+"""The in-process backend driven directly: its concurrency limit, all-or-nothing admission,
+retries and the drain at shutdown."""
 
 import asyncio
 import threading
@@ -11,7 +11,13 @@ import pytest
 from observability.backends.inprocess import InProcessBackend
 from observability.tasks.admission import BackendUnavailable, BacklogFull
 from observability.tasks.batch import TaskBatch
+from observability.tasks.retry import RetryPolicy, TransientError
+from tests.support.polling import wait_until
 from tests.support.recorder import Harness
+
+FINISHED = "background_task_finished_total"
+FAILURES = "background_task_failures_total"
+DEPTH = "background_task_queue_depth"
 
 
 def batch_of(count: int, func: Any, *args: Any) -> TaskBatch:
@@ -105,3 +111,91 @@ def test_drain_drops_what_never_ran_and_refuses_new_work() -> None:
     assert harness.value("background_task_finished_total", task="block", outcome="failure") == 1
     assert harness.value("background_task_queue_depth", queue="default") == 0
     assert not backend.ready()
+
+
+def test_transient_failures_are_retried_until_success() -> None:
+    """A task failing transiently runs again (outcome retry each time) until it succeeds."""
+    harness = Harness()
+    policy = RetryPolicy(max_retries=3, backoff=0.01, jitter=0.0)
+    backend = InProcessBackend(
+        harness.recorder, concurrency=2, backlog=10, timeout=5.0, retry=policy
+    )
+    runs: list[int] = []
+
+    def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise TransientError("server busy")
+
+    async def body() -> None:
+        (await backend.admit(batch_of(1, flaky).calls)).release()
+        await asyncio.to_thread(
+            wait_until, lambda: harness.value(FINISHED, task="flaky", outcome="success") == 1
+        )
+
+    run_backend(backend, body)
+    assert len(runs) == 3
+    assert harness.value(FINISHED, task="flaky", outcome="retry") == 2
+    assert harness.value(FAILURES, task="flaky", exception="TransientError") == 2
+    assert harness.value("background_task_enqueued_total", task="flaky") == 1
+    assert [report.outcome for report in harness.reports] == ["retry", "retry"]
+
+
+def test_retries_end_in_failure_and_other_errors_are_not_retried() -> None:
+    """Retries stop at max_retries; a non-transient error fails at once."""
+    harness = Harness()
+    policy = RetryPolicy(max_retries=2, backoff=0.01, jitter=0.0)
+    backend = InProcessBackend(
+        harness.recorder, concurrency=2, backlog=10, timeout=5.0, retry=policy
+    )
+
+    def down() -> None:
+        raise ConnectionRefusedError("nobody listens")
+
+    def broken() -> None:
+        raise ValueError("bad input")
+
+    async def body() -> None:
+        (await backend.admit(batch_of(1, down).calls + batch_of(1, broken).calls)).release()
+        await asyncio.to_thread(
+            wait_until, lambda: harness.value(FINISHED, task="down", outcome="failure") == 1
+        )
+        await asyncio.to_thread(
+            wait_until, lambda: harness.value(FINISHED, task="broken", outcome="failure") == 1
+        )
+
+    run_backend(backend, body)
+    assert harness.value(FINISHED, task="down", outcome="retry") == 2
+    assert harness.value(FINISHED, task="broken", outcome="retry") == 0
+
+
+def test_a_retry_waits_in_the_backlog_without_holding_a_slot() -> None:
+    """While a retried task waits for its backoff, it counts as queued and the only slot runs
+    other work; a drain before its turn drops it as accepted (counted, not lost)."""
+    harness = Harness()
+    policy = RetryPolicy(max_retries=1, backoff=3600.0, jitter=0.0)
+    backend = InProcessBackend(
+        harness.recorder, concurrency=1, backlog=10, timeout=5.0, retry=policy
+    )
+
+    def flaky() -> None:
+        raise TransientError("server busy")
+
+    def other() -> None:
+        pass
+
+    async def body() -> None:
+        (await backend.admit(batch_of(1, flaky).calls)).release()
+        await asyncio.to_thread(
+            wait_until, lambda: harness.value(FINISHED, task="flaky", outcome="retry") == 1
+        )
+        assert harness.value(DEPTH, queue="default") == 1
+        (await backend.admit(batch_of(1, other).calls)).release()
+        await asyncio.to_thread(
+            wait_until, lambda: harness.value(FINISHED, task="other", outcome="success") == 1
+        )
+        await backend.drain(0.0)
+
+    run_backend(backend, body)
+    assert harness.value("background_task_dropped_total", task="flaky", reason="shutdown") == 1
+    assert harness.value(DEPTH, queue="default") == 0

@@ -1,6 +1,7 @@
 """The background-tasks dashboard: every task run, in-process and Celery, one function a row.
 
-Rows, top to bottom: traffic and outcomes, latency, capacity and backlog, Celery workers, logs.
+Rows, top to bottom: traffic and outcomes, latency, capacity and backlog, delivery, Celery
+workers, logs.
 Each row function returns the row's panels in layout order (left to right, then down).
 """
 
@@ -13,11 +14,11 @@ from grafana_foundation_sdk.models import common
 from .common import (
     BACKGROUND_TASKS_UID,
     HTTP_SERVICE_UID,
-    P50_P95_P99,
     PROMETHEUS,
     SEL_INSTANCE,
     PanelBuilder,
     add_row,
+    latency_quantiles,
     logs_panel,
     new_dashboard,
     quantiles,
@@ -33,13 +34,16 @@ SEL_TASK = f'{SEL_BACKEND}, task=~"$task"'
 ENQUEUED_RATE = "instance_task_backend:background_task_enqueued:rate5m"
 STARTED_RATE = "instance_task_backend:background_task_started:rate5m"
 FINISHED_RATE = "instance_task_backend_outcome:background_task_finished:rate5m"
+# `retry` (a run failed transiently, its task runs again) is not final: ratios leave it out.
 FINAL_OUTCOMES = 'outcome=~"success|failure|timeout"'
+DELIVERY_ATTEMPTS = "instance_channel_result:notification_delivery_attempts:rate5m"
+FAILED_ATTEMPTS = 'result=~"transient_error|permanent_error"'
 # The gauges whose label values fill the instance and backend variables.
 EITHER_BACKEND = '__name__=~"background_task_capacity|background_task_queue_depth"'
 
 
 def dashboard() -> dash.Dashboard:
-    """Background tasks: traffic, outcomes, latency, backlog, Celery workers, logs."""
+    """Background tasks: traffic, outcomes, latency, backlog, delivery, Celery workers, logs."""
     d = new_dashboard(
         "Background tasks",
         BACKGROUND_TASKS_UID,
@@ -60,6 +64,7 @@ def dashboard() -> dash.Dashboard:
     d = add_row(d, "Traffic and outcomes", traffic_and_outcomes())
     d = add_row(d, "Latency", latency())
     d = add_row(d, "Capacity and backlog", capacity_and_backlog())
+    d = add_row(d, "Delivery", delivery())
     d = add_row(d, "Celery workers", celery_workers())
     return add_row(d, "Logs", logs())
 
@@ -72,7 +77,8 @@ def traffic_and_outcomes() -> list[PanelBuilder]:
     return [
         series(
             "Traffic",
-            "Tasks enqueued, started and finished per second (finished by outcome).",
+            "Tasks enqueued, started and finished per second (finished by outcome; retry: "
+            "a run failed transiently and its task will run again).",
             "ops",
             [
                 (f"sum by (backend) ({ENQUEUED_RATE}{{{SEL_TASK}}})", "enqueued {{backend}}"),
@@ -135,13 +141,12 @@ def latency() -> list[PanelBuilder]:
         f"instance_le_task_backend:background_task_queue_wait_seconds_bucket:rate5m{{{SEL_TASK}}}"
     )
     return [
-        series(
+        latency_quantiles(
             "Task duration by outcome",
             "p50, p95 and p99 run duration by outcome (every outcome, not only successes). "
             "Exemplars (dots) open the run's trace in Tempo.",
-            "s",
-            quantiles(duration, "outcome", P50_P95_P99),
-            exemplar_on=2,
+            duration,
+            "outcome",
         ),
         series(
             "Queue wait",
@@ -221,6 +226,80 @@ def _backlog() -> list[PanelBuilder]:
             # The gauge is 0 for an empty queue: show age 0 then, not time() - 0.
             [(f"(time() - ({oldest} > 0)) or ({oldest} * 0)", per_queue)],
             limit=300,
+        ),
+    ]
+
+
+def delivery() -> list[PanelBuilder]:
+    """Delivery attempts by channel and result, their error ratio and latency, retries, errors
+    by class and skipped deliveries. Delivery series have no backend label: pick instances."""
+    return [*_delivery_attempts(), *_delivery_problems()]
+
+
+def _delivery_attempts() -> list[PanelBuilder]:
+    attempts = f"{DELIVERY_ATTEMPTS}{{{SEL_INSTANCE}}}"
+    failed = f"{DELIVERY_ATTEMPTS}{{{SEL_INSTANCE}, {FAILED_ATTEMPTS}}}"
+    duration = (
+        f"rate(notification_delivery_duration_seconds_bucket{{{SEL_INSTANCE}}}[$__rate_interval])"
+    )
+    return [
+        series(
+            "Delivery attempts",
+            "Attempts per second (SMTP or SMS provider calls, file writes) by channel and result.",
+            "ops",
+            [(f"sum by (channel, result) ({attempts})", "{{channel}} {{result}}")],
+            span=8,
+        ),
+        series(
+            "Delivery error ratio",
+            "Failed attempts (transient and permanent) among all attempts, per channel "
+            "(objective: at most 10%).",
+            "percentunit",
+            [(f"sum by (channel) ({failed}) / sum by (channel) ({attempts})", "{{channel}}")],
+            span=8,
+            limit=0.1,
+        ),
+        latency_quantiles(
+            "Delivery latency",
+            "p50, p95 and p99 of one attempt, connect to accepted, per channel. Exemplars "
+            "(dots) open the attempt's trace in Tempo.",
+            duration,
+            "channel",
+            span=8,
+        ),
+    ]
+
+
+def _delivery_problems() -> list[PanelBuilder]:
+    retried = f'{FINISHED_RATE}{{{SEL_TASK}, outcome="retry"}}'
+    transient = f'{DELIVERY_ATTEMPTS}{{{SEL_INSTANCE}, result="transient_error"}}'
+    errors = f"instance_channel_error:notification_delivery_errors:rate5m{{{SEL_INSTANCE}}}"
+    skipped = f"instance_channel:notification_delivery_skipped:rate5m{{{SEL_INSTANCE}}}"
+    return [
+        series(
+            "Retries",
+            "Runs ending with outcome retry per task, and transient delivery errors per channel.",
+            "ops",
+            [
+                (f"sum by (task) ({retried})", "retry {{task}}"),
+                (f"sum by (channel) ({transient})", "transient_error {{channel}}"),
+            ],
+            span=8,
+        ),
+        series(
+            "Delivery errors by class",
+            "Failed attempts per second by channel and error class.",
+            "ops",
+            [(f"sum by (channel, error) ({errors})", "{{channel}} {{error}}")],
+            span=8,
+        ),
+        series(
+            "Skipped deliveries",
+            "Deliveries not made again because an earlier run of the task delivered already "
+            "(a redelivered or retried task), per channel.",
+            "ops",
+            [(f"sum by (channel) ({skipped})", "{{channel}}")],
+            span=8,
         ),
     ]
 

@@ -138,6 +138,21 @@ def quantiles(expr: str, by: str, levels: Iterable[tuple[str, str]]) -> Targets:
 P50_P95_P99 = (("0.50", "p50"), ("0.95", "p95"), ("0.99", "p99"))
 
 
+def latency_quantiles(
+    title: str, description: str, bucket_rate: str, by: str, *, span: int = 12
+) -> timeseries.Panel:
+    """p50, p95 and p99 in seconds of the bucket rate `bucket_rate` per `by`, with the
+    exemplars (trace ids) of the p99 target."""
+    return series(
+        title,
+        description,
+        "s",
+        quantiles(bucket_rate, by, P50_P95_P99),
+        exemplar_on=2,
+        span=span,
+    )
+
+
 def logs_panel(title: str, expr: str) -> logs.Panel:
     """Loki log lines of `expr`, newest first, full width."""
     return (

@@ -12,10 +12,10 @@ from grafana_foundation_sdk.builders import dashboard as dash
 from .common import (
     BACKGROUND_TASKS_UID,
     HTTP_SERVICE_UID,
-    P50_P95_P99,
     SEL_INSTANCE,
     PanelBuilder,
     add_panels,
+    latency_quantiles,
     logs_panel,
     new_dashboard,
     quantiles,
@@ -79,13 +79,12 @@ def latency() -> list[PanelBuilder]:
     """Request duration quantiles per route, full width, with exemplars."""
     rate = f"rate(http_server_request_duration_seconds_bucket{{{SEL_ROUTE}}}[$__rate_interval])"
     return [
-        series(
+        latency_quantiles(
             "Latency by route",
             "p50, p95 and p99 request duration per route (until the response is sent; background "
             "work is not included). Exemplars open the request's trace.",
-            "s",
-            quantiles(rate, "route", P50_P95_P99),
-            exemplar_on=2,
+            rate,
+            "route",
             span=24,
         )
     ]

@@ -51,7 +51,8 @@ class InProcessBackend:
         self.timeout = timeout
         self._lock = threading.Lock()  # guards _pending and _running (slots and loop use them)
         self._pending: dict[str, TaskCall] = {}  # accepted, not started, in admission order
-        self._running: dict[str, tuple[Run | None, Any]] = {}  # task id -> (run, loop future)
+        # one entry per run under way (a retried task's next run is another): (run, loop future)
+        self._running: dict[int, tuple[Run | None, Any]] = {}
         self._released: queue.SimpleQueue[TaskCall | None] = queue.SimpleQueue()
         self._slots: list[threading.Thread] = []
         self._watchdog: asyncio.Task[None] | None = None
@@ -144,13 +145,13 @@ class InProcessBackend:
             with self._lock:
                 if self._closed or self._pending.pop(task_id, None) is None:
                     continue  # dropped by the drain
-                self._running[task_id] = (None, None)
+                self._running[id(call)] = (None, None)
                 self._update_queue_gauges()
             try:
                 self._run(call)
             finally:
                 with self._lock:
-                    self._running.pop(task_id, None)
+                    self._running.pop(id(call), None)
 
     def _run(self, call: TaskCall) -> None:
         if is_async_callable(call.func):
@@ -167,13 +168,14 @@ class InProcessBackend:
                 self._loop,
             )
             with self._lock:
-                self._running[call.envelope.id] = (None, future)
+                self._running[id(call)] = (None, future)
             # cancelled by the drain: await_coroutine has recorded it already
             with contextlib.suppress(BaseException):
                 future.result()
             return
         retry = (self.retry, functools.partial(self._retry_later, call))
-        call_in_thread(self.recorder, call.envelope, call.func, call.parent, self._started, retry)
+        started = functools.partial(self._started, id(call))
+        call_in_thread(self.recorder, call.envelope, call.func, call.parent, started, retry)
 
     def _retry_later(self, call: TaskCall, delay: float) -> None:
         """Back into the backlog now, released to a slot in ``delay`` seconds: the wait holds
@@ -197,9 +199,9 @@ class InProcessBackend:
         assert self._loop is not None
         self._loop.call_later(delay, self._release, (call,))
 
-    def _started(self, run: Run) -> None:
+    def _started(self, key: int, run: Run) -> None:
         with self._lock:
-            self._running[run.envelope.id] = (run, None)
+            self._running[key] = (run, None)
 
     # -- on the event loop --------------------------------------------------------------------
 

@@ -31,6 +31,14 @@ EXPECTED_SERVICES = {
     "otel-collector",
     "tempo",
     "loki",
+    "mailpit",
+}
+# How the api and the workers reach Mailpit (plain SMTP on the compose network).
+MAILPIT_SMTP = {
+    "NOTIFY_EMAIL_CHANNEL": "smtp",
+    "NOTIFY_SMTP_HOST": "mailpit",
+    "NOTIFY_SMTP_PORT": "1025",
+    "NOTIFY_SMTP_SECURITY": "none",
 }
 DOCKER_LOGS = "/var/lib/docker/containers"
 
@@ -110,7 +118,7 @@ def test_schema_validator_rejects_a_broken_compose_file(tmp_path: Path) -> None:
 
 
 def test_stack_has_the_expected_services(compose: dict[str, Any]) -> None:
-    """The stack defines exactly the api, worker, redis and observability services."""
+    """The stack defines exactly the api, worker, redis, mailpit and observability services."""
     assert set(compose["services"]) == EXPECTED_SERVICES
 
 
@@ -381,3 +389,30 @@ def test_no_secret_has_a_default(compose: dict[str, Any]) -> None:
             if secret.search(key):
                 text = str(value)
                 assert text.startswith("${") and ":?" in text, (name, key, value)
+
+
+def test_mailpit_service(compose: dict[str, Any]) -> None:
+    """Mailpit: SMTP on 1025 for the compose network only, its web UI published on 8025."""
+    mailpit = compose["services"]["mailpit"]
+    assert mailpit["image"].startswith("axllent/mailpit:v")
+    assert _published_ports(mailpit) == ["${STACK_BIND_ADDRESS:-127.0.0.1}:8025:8025"]
+    assert [str(p) for p in mailpit.get("expose", [])] == ["1025"]
+    assert mailpit["healthcheck"]["test"] == ["CMD", "/mailpit", "readyz"]
+
+
+def test_app_services_deliver_e_mail_to_mailpit(rendered_compose: dict[str, Any]) -> None:
+    """With .env.example, api and workers send e-mail over plain SMTP to mailpit:1025, retry
+    transient failures (3 times by default) and wait for Mailpit to be healthy."""
+    for name in ("api", "worker"):
+        service = rendered_compose["services"][name]
+        env = service["environment"]
+        assert {key: env[key] for key in MAILPIT_SMTP} == MAILPIT_SMTP, name
+        assert env["NOTIFY_TASK_MAX_RETRIES"] == "3", name
+        assert "NOTIFY_SMTP_PASSWORD" not in env and "NOTIFY_SMS_HTTP_TOKEN" not in env
+        assert service["depends_on"]["mailpit"]["condition"] == "service_healthy", name
+
+
+def test_mailpit_wiring_defaults_without_an_env_file(compose: dict[str, Any]) -> None:
+    """Without .env the compose file alone still points e-mail at mailpit."""
+    env = interpolate(compose["services"]["api"]["environment"], {})
+    assert {key: env[key] for key in MAILPIT_SMTP} == MAILPIT_SMTP

@@ -1,9 +1,10 @@
 """A real, local monitoring stack for tests and for grafana/render.py.
 
 APIs run under real uvicorn, Celery workers are real ``celery -A service.worker worker``
-processes on a real Redis, Prometheus is Debian's /usr/bin/prometheus with a configuration
-derived from prometheus/prometheus.yml (targets on localhost, 1 s intervals, the project's own
-rule files), and traffic is real HTTP. Nothing here imports the service's code.
+processes on a real Redis, SMTP servers are real aiosmtpd servers, Prometheus is Debian's
+/usr/bin/prometheus with a configuration derived from prometheus/prometheus.yml (targets on
+localhost, 1 s intervals, the project's own rule files), and traffic is real HTTP. Nothing here
+imports the service's code.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -134,14 +137,18 @@ def substitute(expr: str, variables: dict[str, str]) -> str:
 
 @dataclass(frozen=True)
 class Member:
-    """One process of the local stack: an API (``kind="api"``, scraped by job ``api``) or a
-    Celery worker (``kind="worker"``, job ``worker``). Members naming the same ``data_dir`` (a
-    folder of the work dir) share their file sinks, as the API and its workers must."""
+    """One process of the local stack: an API (``kind="api"``, scraped by job ``api``), a
+    Celery worker (``kind="worker"``, job ``worker``) or an SMTP server (``kind="smtp"``, not
+    scraped; ``handler``: its aiosmtpd handler class, empty for the accepting default). Members
+    naming the same ``data_dir`` (a folder of the work dir) share their file sinks, as the API
+    and its workers must. ``port`` 0: a free one, chosen at start."""
 
     name: str
     kind: str = "api"
     data_dir: str = "data"
     env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    handler: str = ""
 
 
 @dataclass
@@ -165,12 +172,13 @@ class Running:
 
 @dataclass
 class LocalStack:
-    """APIs, Celery workers and a Prometheus scraping them, all on 127.0.0.1."""
+    """APIs, Celery workers, SMTP servers and a Prometheus scraping them, all on 127.0.0.1."""
 
     apis: dict[str, Running]
     workers: dict[str, Running]
     prometheus: ChildProcess
     prom: PrometheusAPI
+    smtp: dict[str, Running] = field(default_factory=dict)
 
     @property
     def api(self) -> Running:
@@ -190,7 +198,7 @@ class LocalStack:
         return self.api.data_dir
 
     def check_alive(self) -> None:
-        for running in (*self.apis.values(), *self.workers.values()):
+        for running in (*self.apis.values(), *self.workers.values(), *self.smtp.values()):
             running.process.check_alive()
         self.prometheus.check_alive()
 
@@ -198,8 +206,12 @@ class LocalStack:
 # The full topology (see full_topology): two APIs scraped by job `api`, one in-process and one
 # publishing to Celery, a Celery worker (job `worker`) sharing the Celery API's data dir, and a
 # third, deliberately saturated in-process API whose task runs time out and whose backlog
-# overflows, so that timeouts, drops and 5xx answers are real rather than allow-listed.
+# overflows, so that timeouts, drops and 5xx answers are real rather than allow-listed. E-mail
+# goes over SMTP: the in-process API's to a server that accepts it (delivered), the Celery
+# side's to one that answers "try again later" to every recipient (transient ServerBusy errors,
+# retried, never delivered), so delivery errors, retries and both delivery alerts are real too.
 INPROCESS_API, CELERY_API, WORKER, STALLED_API = "api-inprocess", "api-celery", "worker", "stalled"
+SMTP_SINK, SMTP_BUSY = "smtp-sink", "smtp-busy"
 STALLED_TIMEOUT_SECONDS = 1
 
 
@@ -214,11 +226,24 @@ def block_log_sink(data_dir: Path) -> None:
     os.mkfifo(data_dir / "log.txt")
 
 
+def smtp_env(port: int) -> dict[str, str]:
+    """Settings of a member whose e-mail goes to the plain SMTP server on 127.0.0.1:``port``."""
+    return {
+        "NOTIFY_EMAIL_CHANNEL": "smtp",
+        "NOTIFY_SMTP_HOST": "127.0.0.1",
+        "NOTIFY_SMTP_PORT": str(port),
+        "NOTIFY_SMTP_SECURITY": "none",
+    }
+
+
 def full_topology(broker_url: str) -> tuple[tuple[Member, ...], dict[str, Callable[[Path], None]]]:
     """The members of the full local stack and how to prepare each data dir."""
-    celery = {"NOTIFY_BROKER_URL": broker_url}
+    sink, busy = free_port(), free_port()
+    celery = {"NOTIFY_BROKER_URL": broker_url, **smtp_env(busy)}
     members = (
-        Member(INPROCESS_API, "api", "data-inprocess"),
+        Member(SMTP_SINK, "smtp", "smtp", port=sink),
+        Member(SMTP_BUSY, "smtp", "smtp", port=busy, handler="tests.stack.smtp_servers.Busy"),
+        Member(INPROCESS_API, "api", "data-inprocess", smtp_env(sink)),
         Member(CELERY_API, "api", "data-celery", {"NOTIFY_TASK_BACKEND": "celery", **celery}),
         Member(WORKER, "worker", "data-celery", {**celery, "NOTIFY_TASK_CONCURRENCY": "4"}),
         Member(
@@ -245,6 +270,9 @@ def member_command(member: Member, port: int) -> list[str]:
         return api_command(port)
     if member.kind == "worker":
         return worker_command(f"{member.name}-{port}")
+    if member.kind == "smtp":
+        handler = ["-c", member.handler] if member.handler else []
+        return [sys.executable, "-m", "aiosmtpd", "-n", *handler, "-l", f"127.0.0.1:{port}"]
     raise ValueError(f"unknown member kind {member.kind!r}")
 
 
@@ -252,6 +280,9 @@ def member_ready(running: Running) -> bool:
     running.process.check_alive()
     if running.member.kind == "api":
         return httpx.get(f"{running.url}/healthz", timeout=2).status_code == 200
+    if running.member.kind == "smtp":
+        with socket.create_connection(("127.0.0.1", running.port), timeout=2):
+            return True
     # A worker: its /metrics answers and Celery says it consumes.
     metrics_up = httpx.get(f"{running.url}/metrics", timeout=2).status_code == 200
     return metrics_up and "ready." in running.process.raw_output()
@@ -279,7 +310,7 @@ def local_stack(
     prom: PrometheusAPI | None = None
     try:
         for member in members:  # all start at once; readiness is awaited below
-            port = free_port()
+            port = member.port or free_port()
             env = {
                 "NOTIFY_DATA_DIR": str(data_dirs[member.data_dir]),
                 "NOTIFY_LOG_FORMAT": "json",
@@ -304,6 +335,7 @@ def local_stack(
 
         apis = {n: r for n, r in started.items() if r.member.kind == "api"}
         workers = {n: r for n, r in started.items() if r.member.kind == "worker"}
+        smtp = {n: r for n, r in started.items() if r.member.kind == "smtp"}
         config = local_prometheus_config(
             [r.instance for r in apis.values()], [r.instance for r in workers.values()]
         )
@@ -325,12 +357,12 @@ def local_stack(
         )
         processes.append(prometheus)
         prom = PrometheusAPI(f"http://127.0.0.1:{prom_port}")
-        stack = LocalStack(apis, workers, prometheus, prom)
+        stack = LocalStack(apis, workers, prometheus, prom, smtp)
 
         def all_scraped() -> bool:
             stack.check_alive()
             up = [t for t in prom.targets() if t["health"] == "up"]
-            return len(up) == len(started)
+            return len(up) == len(apis) + len(workers)
 
         wait_until(
             all_scraped,

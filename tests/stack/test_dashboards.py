@@ -20,7 +20,8 @@ from tests.support.files import load_yaml
 from tests.support.monitoring import GRAFANA_DIR
 from tests.support.promql import label_names, metric_names
 
-# The Contract's labels, plus those Prometheus adds (job, instance) and histogram buckets (le).
+# The Contract's labels (delivery: channel, result, error), plus those Prometheus adds (job,
+# instance) and histogram buckets (le).
 KNOWN_LABELS = {
     "__name__",  # metric-name selectors in variable queries
     "task",
@@ -29,6 +30,9 @@ KNOWN_LABELS = {
     "exception",
     "reason",
     "queue",
+    "channel",
+    "result",
+    "error",
     "method",
     "route",
     "status_code",

@@ -6,8 +6,10 @@ real Redis (a database of its own), where a real Celery worker (job ``worker``, 
 place of the DNS discovery) runs them. In both data dirs ``log.txt`` is a directory, so every
 ``write_log`` run fails for real on both backends while ``sms_task`` succeeds. A third, saturated
 in-process API (concurrency 1, backlog 1, 1 s timeout, ``log.txt`` a FIFO nobody reads) turns a
-run into a real timeout and a request into a real 503 ``backlog_full`` drop. So every dashboard
-query must return data: nothing is allow-listed.
+run into a real timeout and a request into a real 503 ``backlog_full`` drop. E-mail goes over
+real SMTP (aiosmtpd): the in-process API's is delivered, the Celery worker's is refused with a
+transient 451 on every attempt, retried and never delivered. So every dashboard query must
+return data: nothing is allow-listed.
 """
 
 import re
@@ -21,6 +23,7 @@ import pytest
 from tests.stack.live import (
     CELERY_API,
     INPROCESS_API,
+    SMTP_SINK,
     STALLED_API,
     WORKER,
     LocalStack,
@@ -47,9 +50,11 @@ pytestmark = pytest.mark.e2e
 STACK_POLL: dict[str, Any] = {"interval": 0.25, "ignore": NOT_READY}
 
 KNOWN_TASKS = {"write_log", "sms_task", "safe_write_log"}
+DELIVERY = "instance_channel_result:notification_delivery_attempts:rate5m"
 
 # What the stack must show before the tests look at it: failures and successes on both
-# backends, a timeout and a backlog_full drop, all through the recording rules.
+# backends, a timeout and a backlog_full drop, SMTP deliveries, transient SMTP errors and
+# retried runs, all through the recording rules.
 SETTLED = (
     'task_backend:background_task_failure_ratio:rate5m{task="write_log", backend="inprocess"} > 0',
     'task_backend:background_task_failure_ratio:rate5m{task="write_log", backend="celery"} > 0',
@@ -58,6 +63,9 @@ SETTLED = (
     'instance_task_backend_outcome:background_task_finished:rate5m{outcome="timeout"} > 0',
     'instance_task_backend_reason:background_task_dropped:rate5m{reason="backlog_full"} > 0',
     'job:http_server_request_errors:ratio_rate5m{job="api"} > 0',
+    f'{DELIVERY}{{channel="smtp", result="delivered"}} > 0',
+    f'{DELIVERY}{{channel="smtp", result="transient_error"}} > 0',
+    'instance_task_backend_outcome:background_task_finished:rate5m{outcome="retry"} > 0',
 )
 
 
@@ -356,3 +364,54 @@ def test_render_draws_every_dashboard(stack: LocalStack, tmp_path: Path) -> None
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 50_000
+
+
+def test_delivery_panels_show_smtp_and_file_attempts(stack: LocalStack) -> None:
+    """The Delivery row charts real attempts: SMTP delivered (in-process API, accepting server)
+    and transiently refused (the worker, busy server), file lines delivered (sms_task) and
+    failing (log.txt is a directory); errors by class, retried runs and latency per channel."""
+    variables = _variables(stack, "all")
+    attempts = _nonzero(stack, "Delivery attempts", variables)
+    expected = {
+        "channel=smtp,result=delivered",
+        "channel=smtp,result=transient_error",
+        "channel=file,result=delivered",
+        "channel=file,result=permanent_error",
+    }
+    assert expected <= attempts, attempts
+    errors = _nonzero(stack, "Delivery errors by class", variables)
+    assert {"channel=smtp,error=ServerBusy", "channel=file,error=IsADirectoryError"} <= errors
+    assert {"task=write_log", "channel=smtp"} <= _nonzero(stack, "Retries", variables)
+    latency = _panel_series(stack, "Delivery latency", variables)
+    assert {"smtp", "file"} <= {s["metric"].get("channel") for s in latency}
+    # Per instance: only the in-process API delivers over SMTP, only the worker is refused.
+    inprocess = _nonzero(stack, "Delivery attempts", _variables(stack, "inprocess"))
+    assert "channel=smtp,result=delivered" in inprocess
+    assert "channel=smtp,result=transient_error" not in inprocess
+    celery = _nonzero(stack, "Delivery attempts", _variables(stack, "celery"))
+    assert "channel=smtp,result=transient_error" in celery
+    assert "channel=smtp,result=delivered" not in celery
+    # The accepting server really received the mail.
+    assert "MESSAGE FOLLOWS" in stack.smtp[SMTP_SINK].process.raw_output()
+
+
+def test_delivery_alerts_go_pending_for_the_refused_channel(stack: LocalStack) -> None:
+    """NotificationChannelNotDelivering becomes active for the worker's SMTP channel only (the
+    in-process API delivers; files are written); NotificationDeliveryErrorRatioHigh for smtp."""
+    worker = stack.workers[WORKER].instance
+
+    def active() -> bool:
+        return bool(
+            _active(stack, "NotificationChannelNotDelivering")
+            and _active(stack, "NotificationDeliveryErrorRatioHigh")
+        )
+
+    wait_until(active, 30, what="the delivery alerts to become active", **STACK_POLL)
+    stalled = _active(stack, "NotificationChannelNotDelivering")
+    assert {(a["labels"]["instance"], a["labels"]["channel"]) for a in stalled} == {
+        (worker, "smtp")
+    }
+    assert all(a["labels"]["severity"] == "critical" for a in stalled)
+    ratio = {a["labels"]["channel"] for a in _active(stack, "NotificationDeliveryErrorRatioHigh")}
+    # smtp: the worker's refusals; file: log.txt is a directory in both data dirs.
+    assert "smtp" in ratio and ratio <= {"smtp", "file"}, ratio

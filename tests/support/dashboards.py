@@ -25,6 +25,7 @@ CONTRACT_COUNTERS_AND_GAUGES = frozenset(
         "background_task_capacity",
         "background_task_last_started_timestamp_seconds",
         "background_task_last_finished_timestamp_seconds",
+        names.DELIVERY_ATTEMPTS,
         # the service's own health, beyond the contract (observability/names.py)
         names.SPANS_EXPORTED,
         names.SPANS_DROPPED,
@@ -36,6 +37,7 @@ CONTRACT_HISTOGRAMS = frozenset(
         "http_server_request_duration_seconds",
         "background_task_queue_wait_seconds",
         "background_task_duration_seconds",
+        names.DELIVERY_DURATION,
         names.EVENT_LOOP_LAG,
     }
 )
@@ -44,7 +46,9 @@ CONTRACT_SERIES = CONTRACT_COUNTERS_AND_GAUGES | {
 }
 # Beyond the contract, exported all the same and listed in the README's metric table (which
 # tests/test_readme.py checks against the code).
-DOCUMENTED_ADDITIONS = frozenset({"background_task_redelivered_total"})
+DOCUMENTED_ADDITIONS = frozenset(
+    {"background_task_redelivered_total", names.DELIVERY_ERRORS, names.DELIVERY_SKIPPED}
+)
 
 
 def recording_rule_names() -> set[str]:

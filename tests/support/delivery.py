@@ -1,0 +1,88 @@
+"""What the delivery tests share: reading a run's terminal log line, the retries' accounting,
+and checking that a secret appears nowhere the service writes."""
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from tests.support.accounting import Books, assert_balanced, books_from_metrics
+from tests.support.otlp import OtlpReceiver
+from tests.support.polling import wait_until
+
+TERMINAL_EVENTS = ("task.succeeded", "task.failed", "task.timed_out")
+
+
+class Logged(Protocol):
+    def logs(self) -> list[dict[str, Any]]: ...
+    def metrics(self, openmetrics: bool = False) -> str: ...
+
+
+def runs_of(process: Logged, task_id: str) -> list[dict[str, Any]]:
+    """The terminal log lines of every run of ``task_id``, in order."""
+    return [
+        line
+        for line in process.logs()
+        if line.get("event") in TERMINAL_EVENTS and line.get("task_id") == task_id
+    ]
+
+
+def final_run(process: Logged, task_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The terminal log line of the last run of ``task_id`` (not ``retry``), once written."""
+
+    def last() -> dict[str, Any] | None:
+        ended = [r for r in runs_of(process, task_id) if r.get("outcome") != "retry"]
+        return ended[-1] if ended else None
+
+    return wait_until(last, timeout, what=f"task {task_id} to end")
+
+
+def without_retries(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log lines minus the retried runs' ``task.failed`` (outcome ``retry``): what
+    ``tests/support/accounting.py`` counts (it predates retries and would count them as
+    failures)."""
+    return [line for line in logs if line.get("outcome") != "retry"]
+
+
+def wait_balanced_with_retries(service: Logged, timeout: float = 60) -> Books:
+    """``accounting.wait_balanced`` for runs that may have been retried."""
+
+    def balanced() -> Books:
+        text = service.metrics()
+        books = books_from_metrics(text)
+        if books.pending():
+            raise AssertionError(f"still pending: {books}")
+        return assert_balanced(text, without_retries(service.logs()))
+
+    return wait_until(
+        balanced, timeout, what="the books to balance", interval=0.2, ignore=(AssertionError,)
+    )
+
+
+def error_lines(data_dir: Path) -> list[str]:
+    path = data_dir / "error.log"
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def file_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def assert_secret_nowhere(
+    secret: str,
+    *,
+    outputs: list[str],
+    data_dir: Path,
+    receiver: OtlpReceiver | None = None,
+    metrics: list[str] = (),  # type: ignore[assignment]
+) -> None:
+    """``secret`` is in no process output (stdout/stderr), no file sink, no span, no metric."""
+    assert secret
+    for n, output in enumerate(outputs):
+        assert secret not in output, f"the secret is in process output {n}"
+    for sink in ("log.txt", "sms_log.txt", "error.log"):
+        assert secret not in "\n".join(file_lines(data_dir / sink)), f"the secret is in {sink}"
+    if receiver is not None:
+        with receiver.lock:
+            dumped = "\n".join(str(span) for _, span in receiver.spans)
+        assert secret not in dumped, "the secret is in a span"
+    for text in metrics:
+        assert secret not in text, "the secret is in /metrics"
