@@ -2,8 +2,8 @@
 through an HTTP provider, a line to a file) wraps each attempt in ``attempt(channel, ...)``,
 which makes it a CLIENT span (child of the task's span), counts it by channel and result,
 times it, and adds the channel, attempt number and provider status to the run's terminal log
-line. A failure's result follows the retry policy: ``transient_error`` if the backend will try
-again, ``permanent_error`` otherwise."""
+line. A failure's result follows the retry policy's classes: ``transient_error`` for an error
+the backend retries (unless the task's retries are used up), ``permanent_error`` otherwise."""
 
 import time
 from collections.abc import Iterator, Mapping

@@ -5,6 +5,7 @@ from pathlib import PurePath
 
 from prometheus_client import CollectorRegistry
 
+from observability.metrics.delivery import DeliveryMetrics
 from observability.metrics.http import HttpMetrics
 from observability.metrics.loop_lag import LoopLagMonitor
 from observability.metrics.tasks import TaskMetrics
@@ -25,6 +26,7 @@ def test_metric_reference_matches_the_registry() -> None:
     """Every metric in the README table exists with that type and those labels, and back."""
     registry = CollectorRegistry()
     TaskMetrics(registry)
+    DeliveryMetrics(registry)
     HttpMetrics(registry)
     SpanExportMetrics(registry)
     LoopLagMonitor(registry)

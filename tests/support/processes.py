@@ -273,3 +273,32 @@ def start_processes(
     yield start
     for child in started:
         child.close()
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def kill_worker(worker: "WorkerProcess") -> list[int]:
+    """SIGKILL a Celery worker's main process, then its pool's children (the main process
+    first: nobody is left to put a task back or acknowledge it), and wait for the main
+    process; removes the metrics directory it leaves behind. Returns the children's pids."""
+    import tempfile
+
+    from observability.metrics import directory as metrics_dir
+
+    children = children_of(worker.process.pid)
+    worker.process.kill()
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    worker.process.wait(10)
+    metrics_dir.remove(Path(tempfile.gettempdir()) / f"notify-worker-metrics-{worker.process.pid}")
+    return children
