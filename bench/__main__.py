@@ -10,7 +10,9 @@ Parts (``--parts``, comma-separated; all by default):
 * ``celery``: an instrumented Celery worker vs a bare one on the same Redis
   (``bench/celery_compare.py``);
 * ``delivery``: e-mails/s through a local SMTP server, the service in-process and on Celery vs
-  a bare smtplib loop (``bench/delivery.py``).
+  a bare smtplib loop (``bench/delivery.py``);
+* ``scrape``: ``GET /metrics`` latency and CPU under ``uvicorn --workers 1, 2, 4`` and a Celery
+  worker ``-c 4``, fresh and after 50 worker restarts (``bench/scrape.py``).
 
 ``--quick`` runs every part small (for development; numbers are indicative only) and writes
 ``bench/results/quick.{json,md}``; a full run writes ``bench/results/latest.{json,md}``.
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import celery_compare, delivery, memory, runner_micro, throughput
+from bench import celery_compare, delivery, memory, runner_micro, scrape, throughput
 from bench.common import RESULTS_DIR, ROOT, loadavg, machine_info
 from bench.part import Part
 
@@ -38,6 +40,7 @@ PARTS: dict[str, Part] = {
     "memory": memory,
     "celery": celery_compare,
     "delivery": delivery,
+    "scrape": scrape,
 }
 
 

@@ -86,6 +86,10 @@ EVENT_PUBLISH_FAILED: Final = "broker.publish_failed"
 EVENT_BROKER_UNREACHABLE: Final = "broker.unreachable"
 EVENT_LOOKUP_FAILED: Final = "broker.lookup_failed"
 EVENT_DELIVERY_SKIPPED: Final = "delivery.skipped"
+EVENT_DELIVERY_LEDGER_FAILED: Final = "delivery.ledger_failed"
+EVENT_IDEMPOTENCY_STORE_UNAVAILABLE: Final = "idempotency.store_unavailable"
+EVENT_IDEMPOTENCY_STORE_FAILED: Final = "idempotency.store_failed"
+EVENT_IDEMPOTENCY_NOT_KEPT: Final = "idempotency.response_not_kept"
 
 OUTCOME_EVENTS: Final = {
     OUTCOME_SUCCESS: EVENT_SUCCEEDED,

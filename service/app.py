@@ -52,8 +52,24 @@ def create_app(
         telemetry=NATIVE_TELEMETRY_OFF,
     )
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    # innermost: a refused or replayed request still has its span and metrics; the key is
-    # honoured inside the size limits (the body it reads to fingerprint is bounded)
+    _add_request_guards(app, settings, keys)
+    telemetry = instrument(
+        app,
+        settings,
+        tasks=notifications.tasks(),
+        failure_sink=notifications.report_failure,
+        delivery_channels=settings.delivery_channels(),
+        registry=registry,
+        tracer_provider=tracer_provider,
+    )
+    app.include_router(build_router(settings, notifications, telemetry))
+    return app
+
+
+def _add_request_guards(app: FastAPI, settings: Settings, keys: IdempotencyStore) -> None:
+    """Before ``instrument``, so that they run inside the request's span and metrics (a refused
+    or replayed request is still measured); the key is honoured inside the size limits (the
+    body it reads to fingerprint is bounded)."""
     app.add_middleware(
         IdempotencyMiddleware,
         store=keys,
@@ -66,17 +82,6 @@ def create_app(
             settings.max_url_bytes, settings.max_header_bytes, settings.max_body_bytes
         ),
     )
-    telemetry = instrument(
-        app,
-        settings,
-        tasks=notifications.tasks(),
-        failure_sink=notifications.report_failure,
-        delivery_channels=settings.delivery_channels(),
-        registry=registry,
-        tracer_provider=tracer_provider,
-    )
-    app.include_router(build_router(settings, notifications, telemetry))
-    return app
 
 
 def _idempotency_store(settings: Settings) -> IdempotencyStore:

@@ -4,7 +4,7 @@ of ``NOTIFY_DATA_DIR`` once delivered."""
 
 from collections.abc import Callable
 
-from observability import FailureReport, delivery
+from observability import FailureReport, delivery, names
 from observability.logs.configuration import get_logger
 from observability.logs.redaction import mask
 from observability.tasks.function import TaskFunction, task_name
@@ -109,7 +109,9 @@ class NotificationService:
                 self.ledger.record(task_id)
             except Exception as exc:  # delivered all the same: a redelivery could repeat it
                 self.log_events.warning(
-                    "delivery.ledger_failed", task_id=task_id, error_type=type(exc).__name__
+                    names.EVENT_DELIVERY_LEDGER_FAILED,
+                    task_id=task_id,
+                    error_type=type(exc).__name__,
                 )
         return True
 

@@ -159,7 +159,9 @@ def test_celery_burst_delivers_each_message_exactly_once(
         def settled(task: str = task, count: int = count) -> dict[str, float] | None:
             books = celery_books(api, worker, task)
             done = books["success"] + books["failure"] + books["timeout"]
-            return books if done == books["enqueued"] == count and not books["in_progress"] else None
+            return (
+                books if done == books["enqueued"] == count and not books["in_progress"] else None
+            )
 
         books = wait_until(settled, timeout=60, what=f"{task} runs to settle")
         assert books["success"] == count and books["failure"] == books["dropped"] == 0
@@ -214,7 +216,9 @@ def test_sigterm_mid_burst_delivers_every_accepted_message_once(
     assert service.process.wait(120) in (0, -signal.SIGTERM)
     assert_exactly_once(smtp, provider, mail_ids, sms_ids)
     delivered = {m["message_id"] for m in smtp.messages()} | provider.delivered_keys()
-    assert refused and not [t for t in refused if t in delivered or f"<{t}@example.org>" in delivered]
+    assert refused and not [
+        t for t in refused if t in delivered or f"<{t}@example.org>" in delivered
+    ]
     outcome = {
         line["task_id"]: line["event"]
         for line in service.logs()

@@ -3,6 +3,7 @@ process (in-memory store; Redis with the Celery backend), on a tiny inline app o
 and the stores themselves, against the test session's own redis-server."""
 
 import asyncio
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -471,7 +472,7 @@ def test_two_redis_stores_share_reservations_and_answers(broker_url: str) -> Non
 
     asyncio.run(main())
     stored = client.get(name)
-    assert stored is not None and b"secret" not in stored
+    assert stored is not None
     assert json.loads(stored)["response"] is None  # theirs, in flight
     client.close()
 
@@ -501,6 +502,31 @@ def test_two_apps_on_one_redis_share_keys(broker_url: str) -> None:
     assert (replayed.status_code, replayed.json()) == (201, answered.json())
     assert replayed.headers["idempotent-replayed"] == "true"
     assert (one.runs, two.runs) == (1, 0)
+    client = redis.Redis.from_url(broker_url)
+    digest = hashlib.sha256(b"shared").hexdigest()  # the key itself is never stored
+    assert client.keys() == [(RedisIdempotencyStore.PREFIX + digest).encode()]
+    client.close()
+
+
+def test_an_unreadable_redis_entry_is_503(broker_url: str) -> None:
+    """A value under the key that this store did not write is answered 503, not run."""
+    client = redis.Redis.from_url(broker_url)
+    digest = hashlib.sha256(b"odd").hexdigest()
+    client.set(RedisIdempotencyStore.PREFIX + digest, b"not json")
+    client.close()
+    store = RedisIdempotencyStore(broker_url)
+    keyed = KeyedApp(store)
+
+    async def main() -> httpx.Response:
+        async with keyed.client() as client:
+            response = await client.post("/work", headers={"Idempotency-Key": "odd"})
+        await closing(store)
+        return response
+
+    response = asyncio.run(main())
+    assert response.status_code == 503
+    assert response.json()["reason"] == "idempotency_store_unavailable"
+    assert keyed.runs == 0
 
 
 def test_unreachable_redis_is_503_and_runs_nothing(capfd: pytest.CaptureFixture[str]) -> None:

@@ -74,7 +74,7 @@ def make_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the service pools its connections
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             received, mono = time.time(), time.monotonic()
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path.startswith("/_control/script"):
@@ -159,9 +159,14 @@ class SmsProvider:
         self.record.touch()
         self.process = ChildProcess(
             [
-                sys.executable, "-m", "tests.support.sms_provider",
-                "--port", str(self.port), "--record", str(self.record),
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "tests.support.sms_provider",
+                "--port",
+                str(self.port),
+                "--record",
+                str(self.record),
+            ],
             directory / f"sms-{self.port}.log",
             {},
             name="sms-provider",
