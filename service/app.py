@@ -10,6 +10,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from observability import NATIVE_TELEMETRY_OFF, instrument
+from observability.metrics import directory
 from service.idempotency import (
     IdempotencyMiddleware,
     IdempotencyStore,
@@ -31,8 +32,8 @@ def create_app(
     idempotency_store: IdempotencyStore | None = None,
 ) -> FastAPI:
     """Build the service from ``settings`` (default: the ``NOTIFY_*`` environment). The
-    ``Idempotency-Key`` store is Redis (the broker's) with the Celery backend, so that every API
-    process sees the keys, else this process's memory; ``idempotency_store`` overrides it."""
+    ``Idempotency-Key`` store is Redis (the broker's) when several API processes answer, so that
+    every one sees the keys, else this process's memory; ``idempotency_store`` overrides it."""
     settings = settings or Settings()
     notifications = NotificationService(settings)
     keys = idempotency_store or _idempotency_store(settings)
@@ -85,6 +86,8 @@ def _add_request_guards(app: FastAPI, settings: Settings, keys: IdempotencyStore
 
 
 def _idempotency_store(settings: Settings) -> IdempotencyStore:
-    if settings.task_backend == "celery":
+    """Redis (``NOTIFY_BROKER_URL``) when several API processes answer (the Celery backend, or
+    ``uvicorn --workers N``: a multiprocess metrics directory), else this process's memory."""
+    if settings.task_backend == "celery" or directory.configured() is not None:
         return RedisIdempotencyStore(settings.broker_url)
     return MemoryIdempotencyStore()

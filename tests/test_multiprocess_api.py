@@ -102,3 +102,26 @@ def processes_that_enqueued(metrics_dir: Path) -> set[str]:
             ):
                 pids.add(Path(file).stem.split("_", 1)[1])
     return pids
+
+
+def test_idempotency_keys_are_shared_by_the_processes(tmp_path: Path, broker_url: str) -> None:
+    """uvicorn --workers 2: a key is honoured whichever process answers (Redis store): the same
+    keyed request, each on a connection of its own, is enqueued once and answered alike."""
+    api = ServiceProcess(tmp_path, {"NOTIFY_BROKER_URL": broker_url}, ("--workers", "2"))
+    try:
+        answers = [
+            httpx.post(
+                f"{api.url}/send-notification/a@example.com",
+                headers={"Idempotency-Key": "order-42"},
+                timeout=10,
+            )
+            for _ in range(12)
+        ]
+        assert {answer.status_code for answer in answers} == {200}
+        assert len({answer.text for answer in answers}) == 1
+        assert sum(answer.headers.get("idempotent-replayed") == "true" for answer in answers) == 11
+        log = api.data_dir / "log.txt"
+        wait_until(lambda: log.exists() and log.read_text().count("\n") == 1)
+        assert api.value("background_task_enqueued_total", task="write_log") == 1
+    finally:
+        assert api.stop() == 0
