@@ -22,6 +22,7 @@ from observability.tasks.retry import RetryPolicy
 from observability.tasks.run import Run, current_run
 from observability.tracing import ids
 from observability.tracing.exceptions import record_masked
+from observability.tracing.stand_in import unsampled_child
 
 if TYPE_CHECKING:  # prometheus_client stays unimported until metrics are made (worker start-up)
     from observability.metrics.delivery import DeliveryMetrics
@@ -43,6 +44,7 @@ class DeliveryRecorder:
     def __init__(self, metrics: "DeliveryMetrics", tracer_provider: TracerProvider) -> None:
         self.metrics = metrics
         self.tracer = tracer_provider.get_tracer("observability.delivery")
+        self._unsampled_child = unsampled_child(tracer_provider)
         self.log = get_logger("observability.delivery")
 
     @contextmanager
@@ -53,7 +55,9 @@ class DeliveryRecorder:
         number = run.envelope.retries + 1
         span: Span = trace.INVALID_SPAN
         if name is not None:
-            span = self.tracer.start_span(
+            span = self._unsampled_child(
+                trace.get_current_span().get_span_context()
+            ) or self.tracer.start_span(
                 name,
                 kind=SpanKind.CLIENT,
                 attributes={

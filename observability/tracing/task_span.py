@@ -12,6 +12,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from observability import names
 from observability.tasks.envelope import TaskEnvelope
 from observability.tracing.exceptions import record_masked
+from observability.tracing.stand_in import unsampled_child
 
 
 class TaskSpans:
@@ -30,6 +31,7 @@ class TaskSpans:
         self.backend = backend
         self.kind = kind
         self.link_parent = link_parent
+        self._unsampled_child = unsampled_child(tracer_provider)
 
     def start(
         self, envelope: TaskEnvelope, parent: Context | None, started_at: float, queue_wait: float
@@ -37,6 +39,10 @@ class TaskSpans:
         """A child of ``parent``, else of the context the envelope carries."""
         if parent is None:
             parent = propagate.extract(envelope.trace_context)
+        if not self.link_parent:
+            stand_in = self._unsampled_child(trace.get_current_span(parent).get_span_context())
+            if stand_in is not None:
+                return stand_in
         links: list[Link] = []
         if self.link_parent:
             linked = trace.get_current_span(parent).get_span_context()
