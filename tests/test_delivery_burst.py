@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.delivery import file_lines, wait_balanced_with_retries
+from tests.support.accounting import wait_balanced
+from tests.support.delivery import file_lines
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, WorkerProcess
 from tests.support.sms_provider import SmsProvider
@@ -105,7 +106,7 @@ def test_inprocess_burst_delivers_each_message_exactly_once(
     wait_until(lambda: all_delivered(smtp, provider, EMAILS, SMS), timeout=120, interval=0.5)
     wait_until(lambda: inprocess_finished(service, "sms_task", "success") == SMS, timeout=30)
     wait_until(lambda: inprocess_finished(service, "write_log", "success") == EMAILS, timeout=30)
-    books = wait_balanced_with_retries(service)
+    books = wait_balanced(service, timeout=60)
     assert_exactly_once(smtp, provider, mail_ids, sms_ids)
     assert books.ledgers["write_log"].enqueued == EMAILS
     assert books.ledgers["sms_task"].enqueued == SMS

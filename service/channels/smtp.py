@@ -1,12 +1,14 @@
 """E-mail over SMTP (the standard library's ``smtplib``): one connection kept open per thread
 that sends (an in-process run slot, a Celery worker process), opened on first use and again
-when the server has dropped it; STARTTLS, implicit TLS or plain, with AUTH when a username is
-set. Each message is one observed delivery attempt."""
+when the server has dropped it (checked with ``NOOP`` after an idle spell); STARTTLS, implicit
+TLS or plain, with AUTH when a username is set. Each message is one observed delivery
+attempt."""
 
 import os
 import smtplib
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -26,6 +28,9 @@ from service.channels.errors import (
 )
 
 CHANNEL = "smtp"
+# a connection idle longer than this is checked (NOOP) before a message goes on it: servers
+# close idle connections, and a message must not be half-sent on one
+IDLE_PROBE_SECONDS = 2.0
 Security = Literal["starttls", "tls", "none"]
 
 
@@ -131,26 +136,25 @@ class SmtpChannel:
             _quit(connection)
 
     def _send(self, message: "Outgoing") -> None:
-        connection, reused = self._connection()
-        try:
-            message.send_on(connection)
-        except smtplib.SMTPServerDisconnected:
-            if not reused:
-                raise
-            self._drop()  # dropped while idle: once more on a new connection
-            connection, _ = self._connection()
-            message.send_on(connection)
+        """A connection dropped mid-message is not resent here (the server may have kept the
+        message): the attempt fails as transient and the backend's retry decides."""
+        message.send_on(self._connection())
+        self._local.used = time.monotonic()
 
-    def _connection(self) -> tuple[smtplib.SMTP, bool]:
-        """This thread's connection (opened if there is none); whether it was open already."""
+    def _connection(self) -> smtplib.SMTP:
+        """This thread's connection, opened if there is none, or again if the server dropped it
+        while it was idle (a ``NOOP`` tells, before anything of the message is sent)."""
         connection: smtplib.SMTP | None = getattr(self._local, "connection", None)
         if connection is not None and self._local.pid == os.getpid():
-            return connection, True
+            if time.monotonic() - self._local.used < IDLE_PROBE_SECONDS or _answers(connection):
+                return connection
+            self._drop()
         connection = self._connect()
         self._local.connection, self._local.pid = connection, os.getpid()
+        self._local.used = time.monotonic()
         with self._lock:
             self._open.append(connection)
-        return connection, False
+        return connection
 
     def _connect(self) -> smtplib.SMTP:
         if self.security == "tls":
@@ -184,6 +188,14 @@ def _by_code(code: int, what: str) -> Exception:
     if 400 <= code < 500:
         return ServerBusy(f"{what} for now (SMTP {code})")
     return DeliveryRejected(f"{what} (SMTP {code})")
+
+
+def _answers(connection: smtplib.SMTP) -> bool:
+    """Whether an idle connection is still open at the server's end."""
+    try:
+        return connection.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
 
 
 def _quit(connection: smtplib.SMTP) -> None:

@@ -115,7 +115,7 @@ def books_from_logs(logs: list[dict[str, Any]]) -> Books:
             ledger.dropped[line["reason"]] += 1
             if not line["accepted"]:
                 ledger.refused[line["reason"]] += 1
-        elif event in EVENT_FIELDS:
+        elif event in EVENT_FIELDS and line.get("outcome") != "retry":  # not an end: runs again
             ledger = ledgers.setdefault(line["task"], Ledger())
             name = EVENT_FIELDS[event]
             setattr(ledger, name, getattr(ledger, name) + 1)

@@ -4,7 +4,6 @@ and checking that a secret appears nowhere the service writes."""
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.support.accounting import Books, assert_balanced, books_from_metrics
 from tests.support.otlp import OtlpReceiver
 from tests.support.polling import wait_until
 
@@ -33,28 +32,6 @@ def final_run(process: Logged, task_id: str, timeout: float = 30) -> dict[str, A
         return ended[-1] if ended else None
 
     return wait_until(last, timeout, what=f"task {task_id} to end")
-
-
-def without_retries(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The log lines minus the retried runs' ``task.failed`` (outcome ``retry``): what
-    ``tests/support/accounting.py`` counts (it predates retries and would count them as
-    failures)."""
-    return [line for line in logs if line.get("outcome") != "retry"]
-
-
-def wait_balanced_with_retries(service: Logged, timeout: float = 60) -> Books:
-    """``accounting.wait_balanced`` for runs that may have been retried."""
-
-    def balanced() -> Books:
-        text = service.metrics()
-        books = books_from_metrics(text)
-        if books.pending():
-            raise AssertionError(f"still pending: {books}")
-        return assert_balanced(text, without_retries(service.logs()))
-
-    return wait_until(
-        balanced, timeout, what="the books to balance", interval=0.2, ignore=(AssertionError,)
-    )
 
 
 def error_lines(data_dir: Path) -> list[str]:
