@@ -3,7 +3,10 @@
 Each process writes its values to mmap files in ``PROMETHEUS_MULTIPROC_DIR`` (see
 ``observability.metrics_dir``); whichever process serves ``/metrics`` merges the files of all.
 Counters and histograms of processes that have exited keep counting (totals never go back);
-``live*`` gauges of a dead process are dropped. Exemplars are not supported in this mode."""
+``live*`` gauges of a dead process are dropped. The files of dead processes are compacted into
+archive files as a scrape finds them (``observability.metrics.compaction``), so a scrape reads the
+live processes' files and a few archives, however many processes ran before. Exemplars are not
+supported in this mode."""
 
 import os
 from collections.abc import Iterable
@@ -14,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from observability.metrics import compaction
 from observability.metrics.directory import alive
 
 
@@ -43,7 +47,7 @@ _HEADER_BYTES = 8
 
 def readable_files(path: Path, pattern: str = "*.db") -> list[str]:
     """The metric files (``pattern``) in ``path`` that hold values (a file still being created
-    is skipped)."""
+    is skipped), in name order (the same order of addition for every reader)."""
     files = []
     for file in path.glob(pattern):
         try:
@@ -51,20 +55,37 @@ def readable_files(path: Path, pattern: str = "*.db") -> list[str]:
                 files.append(str(file))
         except FileNotFoundError:  # reaped meanwhile
             pass
-    return files
+    return sorted(files)
+
+
+def read_merged(path: Path, attempts: int = 3) -> list[Metric]:
+    """The merged metrics of the files in ``path``, the files of dead processes compacted first,
+    read under the directory's shared lock (never while a compaction is under way)."""
+    for _ in range(attempts - 1):
+        if compaction.needed(path):
+            compaction.compact(path)
+        with compaction.locked(path, shared=True):
+            if not compaction.interrupted(os.listdir(path)):
+                return _merge(path)
+    with compaction.locked(path, shared=True):  # compactions keep crashing: read what is there
+        return _merge(path)
+
+
+def _merge(path: Path) -> list[Metric]:
+    merged: Iterable[Metric] = MultiProcessCollector.merge(readable_files(path), accumulate=True)  # type: ignore[no-untyped-call]
+    return list(merged)
 
 
 class MultiProcessMetrics(Collector):
-    """The merged metrics of every process writing to ``path``, dead processes reaped first."""
+    """The merged metrics of every process writing to ``path``, dead processes reaped (their
+    live gauges) and compacted (the rest) first."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def collect(self) -> Iterable[Metric]:
         reap_dead(self.path)
-        files = readable_files(self.path)
-        metrics: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
-        return metrics
+        return read_merged(self.path)
 
 
 def exposition_registry(path: Path) -> CollectorRegistry:

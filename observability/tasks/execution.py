@@ -136,7 +136,4 @@ def _failed(
     delay = None if policy is None else policy.delay(error, run.envelope.retries)
     if delay is None or on_retry is None:
         return recorder.finished(run, names.OUTCOME_FAILURE, error)
-    if not recorder.retried(run, error):
-        return False
-    on_retry(delay)
-    return True
+    return recorder.retried(run, error, lambda: on_retry(delay))

@@ -193,9 +193,13 @@ class Recorder:
         e.g. reported timed out while its thread went on."""
         return self._finish(run, outcome, error, live=True)
 
-    def retried(self, run: Run, error: BaseException) -> bool:
-        """The run failed with a transient error and its task will run again."""
-        return self._finish(run, names.OUTCOME_RETRY, error, live=True)
+    def retried(
+        self, run: Run, error: BaseException, requeue: Callable[[], None] | None = None
+    ) -> bool:
+        """The run failed with a transient error and its task will run again: ``requeue`` puts
+        it back in its queue first, once the end is claimed and before it is recorded (the
+        task is never out of sight of the books)."""
+        return self._finish(run, names.OUTCOME_RETRY, error, live=True, claimed=requeue)
 
     def killed(self, envelope: TaskEnvelope, ran_for: float, error: BaseException) -> None:
         """A run whose process was killed under it (Celery's hard time limit), reported from
@@ -215,10 +219,20 @@ class Recorder:
             **run.log_ids,
         )
 
-    def _finish(self, run: Run, outcome: str, error: BaseException | None, *, live: bool) -> bool:
+    def _finish(
+        self,
+        run: Run,
+        outcome: str,
+        error: BaseException | None,
+        *,
+        live: bool,
+        claimed: Callable[[], None] | None = None,
+    ) -> bool:
         duration = run.end(outcome)
         if duration is None:
             return False
+        if claimed is not None:
+            claimed()
         envelope = run.envelope
         finished_at = run.started_at + duration
         error_type = self._error_type(outcome, error)
