@@ -1,17 +1,23 @@
 """Compaction of dead processes' metric files (``observability/metrics/compaction.py``): real
 processes write real files; the merged exposition must not change, nor any counter go down."""
 
+import fcntl
 import itertools
+import math
 import os
+import random
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -253,3 +259,66 @@ def test_concurrent_scrapes_never_see_a_counter_go_down(tmp_path: Path) -> None:
     for totals in (seen, [float(line) for line in out.split()]):
         assert len(totals) > 1 and all(a <= b for a, b in itertools.pairwise(totals))
     assert sample(_lines(read_merged(path)), 'jobs_total{kind="a"}') == 13
+
+
+def test_rounding_never_makes_a_total_go_down(tmp_path: Path) -> None:
+    """Float sums depend on their order: with values where the archive's plain sum would make
+    the scrape's total lower than before (a counter reset to Prometheus, for a rounding error),
+    the archive's value is raised just enough."""
+    dead = [dead_pid(), dead_pid()]
+    names = {pid: f"counter_{pid}.db" for pid in [*dead, os.getpid()]}  # this process: live
+    order = sorted(names, key=lambda pid: names[pid])
+    rng = random.Random(7)
+    for _ in range(10_000):
+        values = {pid: rng.uniform(0, 100) for pid in order}
+        before = _sequential(values[pid] for pid in order)
+        archive = _sequential(values[pid] for pid in sorted(dead, key=lambda pid: names[pid]))
+        if _sequential([values[os.getpid()], archive]) < before:  # the live file sorts first
+            break
+    else:
+        pytest.fail("no values found that a plain sum would round down")
+    key = mmap_key("jobs", "jobs_total", ["kind"], ["a"], "Jobs done.")
+    for pid, value in values.items():
+        compaction.write(tmp_path / names[pid], {key: (value, 0.0)})
+    after = sample(_lines(read_merged(tmp_path)), 'jobs_total{kind="a"}')  # compacts first
+    assert {f.name for f in tmp_path.glob("*.db")} == {"counter_archive.db", names[os.getpid()]}
+    assert after >= before and after <= math.nextafter(math.nextafter(before, 200), 200)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (the test writes its files)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _sequential(values: Iterable[float]) -> float:
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
+
+def test_a_child_forked_under_the_lock_does_not_keep_it(tmp_path: Path) -> None:
+    """A prefork pool forking a child while the metrics thread holds the lock: once the parent
+    lets go, the lock is free (the child, still running, holds no copy of it)."""
+    started, ready = os.pipe()
+    with compaction.locked(tmp_path, shared=False):
+        child = os.fork()
+        if child == 0:  # the child (its fork hooks have run): says so, lives on, does nothing
+            os.write(ready, b"x")
+            time.sleep(30)
+            os._exit(0)
+    try:
+        assert os.read(started, 1) == b"x"
+        fd = os.open(tmp_path / compaction.LOCK, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if still held
+        finally:
+            os.close(fd)
+        assert metrics_dir.alive(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(started)
+        os.close(ready)

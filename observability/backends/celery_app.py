@@ -5,6 +5,7 @@ from celery import Celery
 from observability.settings import ObservabilitySettings
 
 CELERY_QUEUE = "celery"
+RELIABLE_REDIS = "observability.backends.reliable_redis:Transport"
 HARD_LIMIT_GRACE_SECONDS = 5.0  # from the soft time limit (reported timeout) to SIGKILL
 
 
@@ -12,6 +13,8 @@ def create_celery_app(settings: ObservabilitySettings, main: str | None = None) 
     """The Celery app: late acknowledgement, Celery time limits from the task timeout."""
     app = Celery(main or settings.service_name.replace("-", "_"), broker=settings.broker_url)
     app.conf.update(
+        # no window for losing a message when a worker dies (see reliable_redis)
+        broker_transport=RELIABLE_REDIS if settings.broker_url.startswith("redis") else None,
         task_default_queue=CELERY_QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

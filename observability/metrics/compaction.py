@@ -14,10 +14,13 @@ in those modes). ``live*`` gauges of a dead process are dropped beforehand (``re
 no archive could keep apart); once a process is gone its ``all`` gauges go, as ``liveall`` ones do.
 
 Readers (the scrape) take a shared ``flock`` on ``.compaction.lock`` while they list and read the
-files, a compaction the exclusive one, so a reader never sees a dead process's values twice or
-not at all (a counter going down: a reset for Prometheus). Writers never lock: a live process's
-files are never touched. Steps of a compaction, each safe to crash after (the lock is released
-when its holder dies):
+files, a compaction the exclusive one (``compaction_lock.py``, safe across a fork), so a reader
+never sees a dead process's values twice or not at all (a counter going down: a reset for
+Prometheus). Writers never lock: a live process's files are never touched. Float sums depend on
+their order: where an archive's plain sum would make a scrape's total lower by a rounding error
+than it was, the archive's value is raised by the least amount (``_no_lower_sums``).
+
+Steps of a compaction, each safe to crash after (the lock is released when its holder dies):
 
 1. stage: rename each file of a dead pid to ``<name>.compacting`` (a process started later with
    the same pid creates a fresh file, instead of continuing this one), then check the pid again:
@@ -35,18 +38,19 @@ compacts before reading. No fsync: the directory lives in a temporary directory,
 not survive a reboot anyway."""
 
 import contextlib
-import fcntl
 import json
+import math
 import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict
 
+from observability.metrics.compaction_lock import LOCK, locked
 from observability.metrics.directory import alive
 
-LOCK = ".compaction.lock"
+__all__ = ["LOCK", "compact", "interrupted", "locked", "needed", "parse"]
+
 JOURNAL = ".compaction.journal"
 STAGED = ".compacting"
 TEMP = ".tmp"
@@ -84,17 +88,7 @@ COMBINE: dict[str, Callable[[Entry, Entry], Entry]] = {
     "gauge_mostrecent": _latest,
 }
 DROPPED = frozenset({"gauge_all"})
-
-
-@contextmanager
-def locked(path: Path, shared: bool) -> Iterator[None]:
-    """Hold the directory's compaction lock: shared (to read) or exclusive (to compact)."""
-    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+MONOTONIC = frozenset({"counter", "histogram", "summary"})  # their sums must never go down
 
 
 def parse(name: str) -> tuple[str, int] | None:
@@ -210,9 +204,50 @@ def _write_archives(path: Path, staged: list[str]) -> list[tuple[str, str]]:
         archive, temp = f"{kind}_{ARCHIVE}.db", f"{kind}_{ARCHIVE}.db{TEMP}"
         inputs = [archive, *names] if (path / archive).exists() else names
         values = combined((path / name for name in inputs), COMBINE[kind])
+        if kind in MONOTONIC:
+            _no_lower_sums(path, kind, names, values)
         write(path / temp, values)
         replace.append((temp, archive))
     return replace
+
+
+def _no_lower_sums(path: Path, kind: str, staged: list[str], values: dict[str, Entry]) -> None:
+    """Float addition depends on its order, and a scrape adds up a key's values in file-name
+    order (``readable_files``): raise the archive's value of a key, by the least amount, where
+    the scrape's total with the new archive would be lower than with the files it replaces (a
+    counter going down by a rounding error is a reset to Prometheus). Live files are read once:
+    their values only grow, and so does a total when one of its terms does."""
+    archive = f"{kind}_{ARCHIVE}.db"
+    live = {
+        name: _raw(path / name)
+        for name in os.listdir(path)
+        if not name.endswith(STAGED) and (parse(name) or ("", 0))[0] == kind
+    }
+    before = live | {name.removesuffix(STAGED): _raw(path / name) for name in staged}
+    if (path / archive).exists():
+        before[archive] = _raw(path / archive)
+    new = {key: value for key, (value, _) in values.items()}
+    after = [new if name == archive else live[name] for name in sorted([*live, archive])]
+    ordered = [before[name] for name in sorted(before)]
+    for key, (value, timestamp) in values.items():
+        floor = _total(ordered, key)
+        for _ in range(64):
+            if not _total(after, key) < floor:
+                break
+            value = new[key] = math.nextafter(value, math.inf)
+        values[key] = (value, timestamp)
+
+
+def _raw(file: Path) -> dict[str, float]:
+    return {key: value for key, (value, _) in combined([file], _sum).items()}
+
+
+def _total(files: list[dict[str, float]], key: str) -> float:
+    """A key's total as a scrape adds it up: from 0.0, file after file (in name order)."""
+    total = 0.0
+    for values in files:
+        total += values.get(key, 0.0)
+    return total
 
 
 def combined(files: Iterable[Path], combine: Callable[[Entry, Entry], Entry]) -> dict[str, Entry]:
