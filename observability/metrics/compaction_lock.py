@@ -45,6 +45,6 @@ def _after_fork_in_child() -> None:
     _guard.release()
 
 
-_unused = dict(
+os.register_at_fork(
     before=_guard.acquire, after_in_parent=_guard.release, after_in_child=_after_fork_in_child
 )
