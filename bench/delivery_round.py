@@ -1,6 +1,7 @@
-"""One round of one variant of the delivery part: the bare loop, the service in-process, the
-Celery worker; each sends ``warmup`` untimed messages, then ``messages`` timed ones, to the
-same SMTP sink (``bench/smtp_sink.py``), which tells when message N arrived.
+"""One round of one variant of the delivery part: the bare loops and the service in-process
+(the Celery workers' rounds: ``delivery_celery.py``); each sends ``warmup`` untimed messages,
+then ``messages`` timed ones, to the same SMTP sink (``bench/smtp_sink.py``), which tells when
+message N arrived.
 
 Every record has the same fields: msgs/s over the timed messages (from the first timed send or
 request to the arrival of the last message at the sink), the CPU seconds of the sender's
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -23,11 +23,8 @@ from typing import Any
 
 from bench import histogram
 from bench.apps import OURS, SAMPLED_10, AppSpec
-from bench.celery_workers import stop_worker, worker_command, worker_env
-from bench.common import ROOT, NoiseMeter, children, proc_cpu_seconds, tree_cpu_seconds
+from bench.common import ROOT, NoiseMeter, tree_cpu_seconds
 from bench.load import LoadGenerator
-from bench.otlp_sink import Sink
-from bench.redis_server import Redis
 from bench.server import Server
 from bench.smtp_bare import RECIPIENT, SENDER
 from bench.smtp_sink import SmtpSink
@@ -72,24 +69,28 @@ def arrived(sink: SmtpSink, n: int, timeout: float, what: str) -> float:
     return t
 
 
-def run_bare(sink: SmtpSink, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """The bare loop (``bench/smtp_bare.py``) in a process of its own."""
+def run_bare(
+    sink: SmtpSink, opts: argparse.Namespace, workdir: Path, variant: str = "bare"
+) -> dict[str, Any]:
+    """The bare loop (``bench/smtp_bare.py``) in a process of its own; ``bare-compat32``: its
+    messages built as the service builds them (``--build compat32``)."""
     n, warmup = opts.delivery_messages, opts.delivery_warmup
+    build = "compat32" if variant == "bare-compat32" else "modern"
     cmd = [
         sys.executable, "-m", "bench.smtp_bare", "--port", str(sink.port), "--count", str(n),
-        "--warmup", str(warmup), "--threads", str(opts.delivery_concurrency),
+        "--warmup", str(warmup), "--threads", str(opts.delivery_concurrency), "--build", build,
     ]  # fmt: skip
     sink_cpu0, meter = sink.cpu_seconds(), NoiseMeter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise RuntimeError(f"delivery bare loop failed: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"delivery {variant} loop failed: {proc.stderr[-2000:]}")
     out = json.loads(proc.stdout)
-    t_end = arrived(sink, warmup + n, opts.delivery_timeout, "bare")
+    t_end = arrived(sink, warmup + n, opts.delivery_timeout, variant)
     sink_cpu = sink.cpu_seconds() - sink_cpu0
     other = meter.other_cores(sink_cpu)  # the bare loop's process was reaped: counted already
     buckets = histogram.bucketed(out["latencies"], bucket_bounds())
     r = record(
-        "bare",
+        variant,
         n,
         t_end - out["started"],
         out["cpu_seconds"],
@@ -99,7 +100,7 @@ def run_bare(sink: SmtpSink, opts: argparse.Namespace, workdir: Path) -> dict[st
     exact = histogram.exact(0.99, out["latencies"])
     r |= {"p99_exact_ms": None if exact is None else exact * 1e3, "other_load_cores": other}
     out.pop("latencies")
-    (workdir / "bare.json").write_text(json.dumps(out))
+    (workdir / f"{variant}.json").write_text(json.dumps(out))
     return r
 
 
@@ -155,69 +156,3 @@ def own_cpu() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def publish(url: str, count: int) -> None:
-    """``count`` tasks as the API publishes ``POST /send-notification/{email}``'s."""
-    from observability.backends.celery_app import CELERY_QUEUE, create_celery_app
-    from observability.backends.celery_message import RUN_TASK, message_of
-    from observability.tasks.envelope import TaskEnvelope
-    from service.settings import Settings
-
-    app = create_celery_app(Settings(broker_url=url))
-    with app.producer_or_acquire() as producer:
-        for _ in range(count):
-            envelope = TaskEnvelope(name="write_log", args=(MESSAGE,), kwargs={"to": RECIPIENT})
-            app.send_task(
-                RUN_TASK,
-                args=[message_of(envelope)],
-                task_id=envelope.id,
-                queue=CELERY_QUEUE,
-                producer=producer,
-            )
-    app.close()
-
-
-def run_celery(
-    sink: SmtpSink, redis: Redis, opts: argparse.Namespace, workdir: Path, round_no: int
-) -> dict[str, Any]:
-    """``celery -A service.worker worker`` (prefork) on messages published before it starts;
-    timed from the arrival of message ``warmup`` (start-up left out) to the last."""
-    n, warmup, conc = opts.delivery_messages, opts.delivery_warmup, opts.delivery_concurrency
-    data = workdir / "data"
-    data.mkdir(parents=True)
-    redis.flush()
-    publish(redis.url, warmup + n)
-    otlp = Sink(workdir / "otlp")
-
-    def helpers() -> float:  # Redis and the OTLP receiver: processes of the harness, not reaped
-        return proc_cpu_seconds(redis.proc.pid) + otlp.cpu_seconds()
-
-    env = worker_env("ours-sampled-10", redis.url, data, {}, conc, otlp.endpoint)
-    env |= smtp_env(sink, conc) | {"NOTIFY_TASK_BACKEND": "celery"}
-    metrics = f"http://127.0.0.1:{env['NOTIFY_WORKER_METRICS_PORT']}/metrics"
-    hostname = f"bench-delivery-{os.getpid()}-r{round_no}"
-    cmd = worker_command("service.worker", hostname, "prefork", conc)
-    with open(workdir / "worker.log", "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    pids: set[int] = set()
-    try:
-        t0 = arrived(sink, warmup, 120, "celery start-up")
-        pids.update(children(proc.pid))
-        before = histogram.scrape_buckets(metrics, METRIC, LABELS)
-        # CPU from after the scrape (its cost left out; a few ms of the span uncounted)
-        cpu0, sink_cpu0, helpers0 = tree_cpu_seconds(proc.pid), sink.cpu_seconds(), helpers()
-        meter = NoiseMeter()
-        t_end = arrived(sink, warmup + n, opts.delivery_timeout, "celery")
-        cpu, sink_cpu = tree_cpu_seconds(proc.pid) - cpu0, sink.cpu_seconds() - sink_cpu0
-        other = meter.other_cores(cpu + sink_cpu + helpers() - helpers0)
-        pids.update(children(proc.pid))
-        after = histogram.scrape_buckets(metrics, METRIC, LABELS)
-    finally:
-        code = stop_worker(proc, hostname, pids)
-        otlp_stats = otlp.stop()
-    p99 = histogram.quantile(0.99, histogram.difference(after, before))
-    r = record("celery", n, t_end - t0, cpu, p99, sink_cpu)
-    spans = otlp_stats.get("spans", 0) / (warmup + n)
-    r |= {"exit_code": code, "spans_per_msg": spans, "other_load_cores": other}
-    return r

@@ -95,20 +95,17 @@ def measure(target: Target, count: int) -> dict[str, Any]:
 
 def restart_workers(target: Target, wanted: int, tasks_per_round: int) -> dict[str, Any]:
     """SIGKILL the target's workers (all at once, then wait for their replacements and put
-    ``tasks_per_round`` tasks through them) until the metrics directory holds the files of
-    ``wanted`` dead processes (at most 3 x ``wanted`` kills: a Celery child that ran no task
-    leaves no file)."""
+    ``tasks_per_round`` tasks through them) until ``wanted`` workers were killed (their files
+    are compacted by the scrapes in between: the directory no longer shows them)."""
     t0 = time.monotonic()
     killed: set[int] = set()
-    dead = 0
-    while dead < wanted and len(killed) < 3 * wanted:
-        pids = target.workers()[: wanted - dead]
+    while len(killed) < wanted:
+        pids = target.workers()[: wanted - len(killed)]
         for pid in pids:
             os.kill(pid, signal.SIGKILL)  # a worker of the tree we started
         killed.update(pids)
         target.wait_ready(killed, 90)
         target.drive(tasks_per_round)
-        dead = directory_stats(target.metrics_dir())["dead_pids"]
     return {"kills": len(killed), "seconds": time.monotonic() - t0}
 
 

@@ -39,13 +39,16 @@ def test_bench_delivery_part_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     part = json.loads(output.with_suffix(".json").read_text())["results"]["delivery"]
-    assert {r["variant"] for r in part["runs"]} == {"bare", "inprocess", "celery"}
+    variants = {"bare", "bare-compat32", "inprocess", "bare-celery", "celery"}
+    assert {r["variant"] for r in part["runs"]} == variants
     for r in part["runs"]:
         assert r["messages"] == 40  # every timed e-mail arrived at the sink
         assert r["p99_ms"] is not None  # the service's histogram saw them (the bare loop's own)
         # uvicorn re-raises the SIGTERM it shut down gracefully on: -15
         assert r.get("exit_code") in (None, 0, -15)
-    assert set(part["ratios"]) == {"inprocess", "celery"}
+    assert set(part["ratios"]) == variants - {"bare"}
+    assert part["ratios_vs"].keys() == {"bare-compat32", "bare-celery"}
     text = output.with_suffix(".md").read_text()
     assert "## Delivery" in text
     assert "e-mails/s >= 0.80x of the bare loop" in text
+    assert "ours on Celery vs bare Celery with the same settings (informational" in text

@@ -265,9 +265,10 @@ def test_rounding_never_makes_a_total_go_down(tmp_path: Path) -> None:
     """Float sums depend on their order: with values where the archive's plain sum would make
     the scrape's total lower than before (a counter reset to Prometheus, for a rounding error),
     the archive's value is raised just enough."""
-    dead = [dead_pid(), dead_pid()]
+    dead = unused_pids_around(os.getpid())  # their files sort before and after the live one's
     names = {pid: f"counter_{pid}.db" for pid in [*dead, os.getpid()]}  # this process: live
     order = sorted(names, key=lambda pid: names[pid])
+    assert order[1] == os.getpid()
     rng = random.Random(7)
     for _ in range(10_000):
         values = {pid: rng.uniform(0, 100) for pid in order}
@@ -285,11 +286,13 @@ def test_rounding_never_makes_a_total_go_down(tmp_path: Path) -> None:
     assert after >= before and after <= math.nextafter(math.nextafter(before, 200), 200)
 
 
-def dead_pid() -> int:
-    """The pid of a process that has exited (the test writes its files)."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
+def unused_pids_around(pid: int) -> list[int]:
+    """Two pids no process has now, the first named before ``pid`` in name order, the second
+    after (the test writes files in their names)."""
+    text, alive = str(pid), metrics_dir.alive
+    lower = next(p for p in range(pid - 1, 1, -1) if str(p) < text and not alive(p))
+    upper = next(p for p in range(pid + 1, 10 * pid + 10) if str(p) > text and not alive(p))
+    return [lower, upper]
 
 
 def _sequential(values: Iterable[float]) -> float:

@@ -40,7 +40,7 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     # one list per queue (no priorities: this service publishes none), so that one atomic move
     # takes the next message
-    priority_steps = [0]
+    priority_steps = [0]  # noqa: RUF012 - the base class declares it a list
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

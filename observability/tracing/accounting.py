@@ -41,6 +41,7 @@ class SpanExportMetrics:
             names.SPANS_QUEUED,
             "Spans ended and waiting for export (bounded by OTEL_BSP_MAX_QUEUE_SIZE).",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         for outcome in (names.OUTCOME_SUCCESS, names.OUTCOME_FAILURE):
             self.exported.labels(outcome)
