@@ -27,6 +27,7 @@ from kombu.utils.json import loads
 
 PROCESSING_PREFIX = "_kombu.processing:"
 ALIVE_PREFIX = "_kombu.consumer-alive:"
+LISTS_KEY = "_kombu.processing-lists"  # the consumers' lists, for the recovery to find
 
 
 class QoS(kombu_redis.QoS):
@@ -47,6 +48,7 @@ class Channel(kombu_redis.Channel):
         self.consumer_id = uuid.uuid4().hex
         self._moving_from: str | None = None
         self._alive_key = ALIVE_PREFIX + self.consumer_id
+        self._lists_known: set[str] = set()
         interval = self.connection.client.transport_options.get(
             "unacked_restore_interval", self.unacked_restore_interval
         )
@@ -61,8 +63,8 @@ class Channel(kombu_redis.Channel):
         if len(keys) != 1 or self.global_keyprefix:
             self._moving_from = None
             return super()._brpop_start(timeout)  # type: ignore[no-any-return]
-        self.mark_alive()
         queue = keys[0]
+        self.mark_alive(queue)
         self._moving_from = queue
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
@@ -95,9 +97,15 @@ class Channel(kombu_redis.Channel):
             if flush is not None:
                 flush()
 
-    def mark_alive(self) -> None:
+    def mark_alive(self, queue: str) -> None:
+        """Once per queue: this consumer is alive, and its list is known (a set, not a scan of
+        the whole database, is what the recovery reads)."""
+        if queue in self._lists_known:
+            return
         with self.conn_or_acquire() as client:
             client.set(self._alive_key, 1, ex=self._alive_seconds)
+            client.sadd(LISTS_KEY, self.processing_key(queue))
+        self._lists_known.add(queue)
 
     def recover_processing(self) -> None:
         """Renew this consumer's alive key; put back the messages of consumers that are gone
@@ -107,13 +115,14 @@ class Channel(kombu_redis.Channel):
         try:
             with self.conn_or_acquire() as client:
                 client.set(self._alive_key, 1, ex=self._alive_seconds)
-                for raw in client.scan_iter(match=PROCESSING_PREFIX + "*", count=100):
+                for raw in client.smembers(LISTS_KEY):
                     key = bytes_to_str(raw)
                     consumer, _, queue = key.removeprefix(PROCESSING_PREFIX).partition(":")
                     if consumer == self.consumer_id or client.exists(ALIVE_PREFIX + consumer):
                         continue
                     while client.lmove(key, queue, "RIGHT", "RIGHT") is not None:
                         pass
+                    client.srem(LISTS_KEY, key)
         except (ChannelError, *self.connection_errors):
             pass  # the next restore cycle tries again
 
