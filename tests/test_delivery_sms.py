@@ -10,6 +10,8 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.support.delivery import (
+    FAST_RETRIES,
+    ChannelProbe,
     assert_secret_nowhere,
     error_lines,
     file_lines,
@@ -23,13 +25,11 @@ from tests.support.sms_provider import SmsProvider
 
 pytestmark = pytest.mark.e2e
 
+HTTP = ChannelProbe("http", "sms_task")
+attempts, errors, finished = HTTP.attempts, HTTP.errors, HTTP.finished
+
 TOKEN = "tok-9f8e7d6c5b4a-SECRET"
 PHONE = "+8613812345678"
-FAST_RETRIES = {
-    "NOTIFY_TASK_MAX_RETRIES": "3",
-    "NOTIFY_TASK_RETRY_BACKOFF_SECONDS": "0.05",
-    "NOTIFY_DELIVERY_TIMEOUT_SECONDS": "5",
-}
 
 
 @pytest.fixture
@@ -49,28 +49,6 @@ def send_sms(service: ServiceProcess, msg: str = "hello") -> str:
     assert response.status_code == 200, response.text
     task_id: str = response.json()["task_ids"][0]
     return task_id
-
-
-def metric(service: ServiceProcess, name: str, **labels: str) -> float:
-    return service.value(name, **labels)
-
-
-def attempts(service: ServiceProcess, result: str) -> float:
-    return metric(service, "notification_delivery_attempts_total", channel="http", result=result)
-
-
-def errors(service: ServiceProcess, error: str) -> float:
-    return metric(service, "notification_delivery_errors_total", channel="http", error=error)
-
-
-def finished(service: ServiceProcess, outcome: str) -> float:
-    return metric(
-        service,
-        "background_task_finished_total",
-        task="sms_task",
-        backend="inprocess",
-        outcome=outcome,
-    )
 
 
 def client_spans(receiver: OtlpReceiver) -> list[Span]:

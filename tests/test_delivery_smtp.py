@@ -10,6 +10,8 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.support.delivery import (
+    FAST_RETRIES,
+    ChannelProbe,
     assert_secret_nowhere,
     error_lines,
     file_lines,
@@ -23,12 +25,10 @@ from tests.support.smtp_server import SmtpServer, self_signed_certificate
 
 pytestmark = pytest.mark.e2e
 
+SMTP = ChannelProbe("smtp", "write_log")
+attempts, errors, finished = SMTP.attempts, SMTP.errors, SMTP.finished
+
 SENDER = "notify@example.org"
-FAST_RETRIES = {
-    "NOTIFY_TASK_MAX_RETRIES": "3",
-    "NOTIFY_TASK_RETRY_BACKOFF_SECONDS": "0.05",
-    "NOTIFY_DELIVERY_TIMEOUT_SECONDS": "5",
-}
 
 
 @pytest.fixture
@@ -50,20 +50,6 @@ def send(service: ServiceProcess, email: str) -> str:
     assert response.status_code == 200, response.text
     task_id: str = response.json()["task_ids"][0]
     return task_id
-
-
-def attempts(service: ServiceProcess, result: str) -> float:
-    return service.value("notification_delivery_attempts_total", channel="smtp", result=result)
-
-
-def finished(service: ServiceProcess, outcome: str) -> float:
-    return service.value(
-        "background_task_finished_total", task="write_log", backend="inprocess", outcome=outcome
-    )
-
-
-def errors(service: ServiceProcess, error: str) -> float:
-    return service.value("notification_delivery_errors_total", channel="smtp", error=error)
 
 
 def body(message: dict[str, Any]) -> str:

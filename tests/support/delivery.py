@@ -1,11 +1,13 @@
 """What the delivery tests share: reading a run's terminal log line, the retries' accounting,
 and checking that a secret appears nowhere the service writes."""
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from tests.support.otlp import OtlpReceiver
 from tests.support.polling import wait_until
+from tests.support.processes import ServiceProcess
 
 TERMINAL_EVENTS = ("task.succeeded", "task.failed", "task.timed_out")
 
@@ -63,3 +65,33 @@ def assert_secret_nowhere(
         assert secret not in dumped, "the secret is in a span"
     for text in metrics:
         assert secret not in text, "the secret is in /metrics"
+
+
+FAST_RETRIES = {
+    "NOTIFY_TASK_MAX_RETRIES": "3",
+    "NOTIFY_TASK_RETRY_BACKOFF_SECONDS": "0.05",
+    "NOTIFY_DELIVERY_TIMEOUT_SECONDS": "5",
+}
+
+
+@dataclass(frozen=True)
+class ChannelProbe:
+    """The metrics of one channel and the task that sends through it, read from a service."""
+
+    channel: str
+    task: str
+
+    def attempts(self, service: ServiceProcess, result: str) -> float:
+        return service.value(
+            "notification_delivery_attempts_total", channel=self.channel, result=result
+        )
+
+    def errors(self, service: ServiceProcess, error: str) -> float:
+        return service.value(
+            "notification_delivery_errors_total", channel=self.channel, error=error
+        )
+
+    def finished(self, service: ServiceProcess, outcome: str) -> float:
+        return service.value(
+            "background_task_finished_total", task=self.task, backend="inprocess", outcome=outcome
+        )
