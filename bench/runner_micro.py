@@ -1,11 +1,11 @@
 """Part ``runner``: the instrumented runner's own cost per task (micro-benchmark).
 
 Each variant runs in a subprocess of its own, configured like the service: structlog JSON logs
-(``observability.logs.configure_logging``) with file descriptor 1 sent to /dev/null (rendering
-and writing the log lines of a run is part of the cost: its terminal event, with the default
-settings), a ``TaskRunner`` with
-``TaskMetrics(new_registry())``, a ``TaskJournal`` and a tracer provider from
-``observability.tracing.create_tracer_provider`` (so the ``OTEL_*`` variables act as in the
+(``observability.logs.configuration.configure_logging``) with file descriptor 1 sent to
+/dev/null (rendering and writing the log lines of a run is part of the cost: its terminal event,
+with the default settings), a ``Recorder`` with ``TaskMetrics(new_registry())``, a
+``TaskJournal`` and a tracer provider from
+``observability.tracing.provider.create_tracer_provider`` (so the ``OTEL_*`` variables act as in the
 service): spans sampled at 100% or 10% and exported by the batch processor over OTLP/HTTP to a
 local receiver (``bench/otlp_sink.py``), or the SDK disabled (reference). The event loop is
 uvloop's (as under uvicorn), the executor a ``ThreadPoolExecutor(8)`` (the service's default
