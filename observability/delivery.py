@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Span, SpanKind, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from observability import names
@@ -21,7 +21,7 @@ from observability.logs.redaction import mask
 from observability.tasks.retry import RetryPolicy
 from observability.tasks.run import Run, current_run
 from observability.tracing import ids
-from observability.tracing.exceptions import record_masked
+from observability.tracing.exceptions import mark_failed
 from observability.tracing.stand_in import unsampled_child
 
 if TYPE_CHECKING:  # prometheus_client stays unimported until metrics are made (worker start-up)
@@ -55,9 +55,7 @@ class DeliveryRecorder:
         number = run.envelope.retries + 1
         span: Span = trace.INVALID_SPAN
         if name is not None:
-            span = self._unsampled_child(
-                trace.get_current_span().get_span_context()
-            ) or self.tracer.start_span(
+            span = self._stand_in() or self.tracer.start_span(
                 name,
                 kind=SpanKind.CLIENT,
                 attributes={
@@ -80,22 +78,26 @@ class DeliveryRecorder:
                 otel_context.detach(token)
             self._record(run, current, time.perf_counter() - started, error, number)
 
+    def _stand_in(self) -> Span | None:
+        """The attempt's span if the task's span is not sampled (see ``stand_in``)."""
+        if self._unsampled_child is None:
+            return None
+        return self._unsampled_child(trace.get_current_span().get_span_context())
+
     def _record(
         self, run: Run, attempt: Attempt, duration: float, error: BaseException | None, number: int
     ) -> None:
         channel, span = attempt.channel, attempt.span
         result = _result(error)
-        self.metrics.attempts.labels(channel, result).inc()
-        self.metrics.duration.labels(channel, result).observe(
-            duration, exemplar=ids.exemplar(span.get_span_context())
-        )
+        attempts, durations = self.metrics.series(channel, result)
+        attempts.inc()
+        durations.observe(duration, exemplar=ids.exemplar(span.get_span_context()))
         if error is not None:
             error_type = type(error).__name__
             self.metrics.errors.labels(channel, error_type).inc()
             if span.is_recording():
                 span.set_attribute("error.type", error_type)
-                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {mask(str(error))}"))
-                record_masked(span, error, mask)
+                mark_failed(span, error_type, str(error), error, mask)
         if span is not trace.INVALID_SPAN:
             span.end()
         run.details.update(
@@ -121,14 +123,6 @@ def _result(error: BaseException | None) -> str:
     return names.RESULT_TRANSIENT if RetryPolicy.retryable(error) else names.RESULT_PERMANENT
 
 
-class _Unobserved:
-    """Attempts made outside a task run: nothing to record them on."""
-
-    @contextmanager
-    def attempt(self, channel: str) -> Iterator[Attempt]:
-        yield Attempt(channel, trace.INVALID_SPAN)
-
-
 @contextmanager
 def attempt(
     channel: str, name: str | None = None, attributes: Mapping[str, AttributeValue] | None = None
@@ -138,9 +132,8 @@ def attempt(
     ``attributes``: the semantic conventions' (``server.address``, ``server.port``, ...), never
     user values."""
     run = current_run()
-    if run is None or run.delivery is None:
-        with _Unobserved().attempt(channel) as unobserved:
-            yield unobserved
+    if run is None or run.delivery is None:  # outside a run: nothing to record it on
+        yield Attempt(channel, trace.INVALID_SPAN)
         return
     with run.delivery.attempt(run, channel, name, attributes or {}) as observed:
         yield observed

@@ -73,19 +73,14 @@ Email = Annotated[
     AfterValidator(_email),
     WithJsonSchema({"type": "string", "format": "email", "maxLength": EMAIL_MAX_LENGTH}),
 ]
-Phone = Annotated[
-    str,
-    BeforeValidator(_plus_decoded_as_space),
-    AfterValidator(_e164),
-    WithJsonSchema({"type": "string", "pattern": E164_SCHEMA_PATTERN, "example": "+8613812345678"}),
-]
-
-# JSON's phone numbers: E.164 as sent (no query-string ``+`` decoding to take back)
+# JSON's phone numbers: E.164 as sent
 E164Phone = Annotated[
     str,
     AfterValidator(_e164),
     WithJsonSchema({"type": "string", "pattern": E164_SCHEMA_PATTERN, "example": "+8613812345678"}),
 ]
+# a query string's: the same, with a ``+`` that URL decoding turned into a space taken back
+Phone = Annotated[E164Phone, BeforeValidator(_plus_decoded_as_space)]
 Subject = Annotated[
     str,
     StringConstraints(max_length=SUBJECT_MAX_LENGTH),

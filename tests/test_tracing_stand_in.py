@@ -23,7 +23,9 @@ def test_stand_in_is_what_the_sdk_returns_for_an_unsampled_parent() -> None:
     provider = TracerProvider()
     parent = trace.set_span_in_context(NonRecordingSpan(UNSAMPLED))
     sdk_child = provider.get_tracer("t").start_span("x", context=parent).get_span_context()
-    stand_in = unsampled_child(provider)(UNSAMPLED)
+    child = unsampled_child(provider)
+    assert child is not None
+    stand_in = child(UNSAMPLED)
     assert stand_in is not None and not stand_in.is_recording()
     made = stand_in.get_span_context()
     for field in ("trace_id", "trace_flags", "trace_state", "is_remote"):
@@ -34,11 +36,12 @@ def test_stand_in_is_what_the_sdk_returns_for_an_unsampled_parent() -> None:
 def test_sampled_parents_and_other_samplers_take_the_sdk_path() -> None:
     """A sampled parent, a sampler that is not parent-based, or one that may keep children of
     unsampled parents: no stand-in."""
-    assert unsampled_child(TracerProvider())(SAMPLED) is None
+    child = unsampled_child(TracerProvider())
+    assert child is not None and child(SAMPLED) is None
     ratio = TracerProvider(sampler=TraceIdRatioBased(0.5))
-    assert unsampled_child(ratio)(UNSAMPLED) is None
+    assert unsampled_child(ratio) is None
     keeps = TracerProvider(sampler=ParentBased(ALWAYS_ON, local_parent_not_sampled=ALWAYS_ON))
-    assert unsampled_child(keeps)(UNSAMPLED) is None
+    assert unsampled_child(keeps) is None
 
 
 def test_task_span_of_an_unsampled_request_is_not_exported() -> None:

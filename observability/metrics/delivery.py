@@ -3,6 +3,7 @@ SMTP server or an SMS provider, or one file write) by channel and result, with a
 class of its own."""
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -14,6 +15,7 @@ DELIVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class DeliveryMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ("channel", "result")
+        self._series: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.attempts = Counter(
             names.DELIVERY_ATTEMPTS, "Delivery attempts, by channel and result.", labels,
             registry=registry,
@@ -39,10 +41,20 @@ class DeliveryMetrics:
             registry=registry,
         )
 
+    def series(self, channel: str, result: str) -> tuple[Any, Any]:
+        """The (attempts counter, duration histogram) children of ``channel`` and ``result``,
+        resolved once (``labels()`` costs a lock and a validation per call)."""
+        found = self._series.get((channel, result))
+        if found is None:
+            found = self._series[(channel, result)] = (
+                self.attempts.labels(channel, result),
+                self.duration.labels(channel, result),
+            )
+        return found
+
     def declare(self, channels: Iterable[str]) -> None:
         """Create the series of ``channels`` at zero."""
         for channel in channels:
             for result in names.DELIVERY_RESULTS:
-                self.attempts.labels(channel, result)
-                self.duration.labels(channel, result)
+                self.series(channel, result)
             self.skipped.labels(channel)

@@ -4,7 +4,8 @@ backends choose where these run: a slot thread, the event loop, a Celery worker.
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,19 +37,15 @@ def call_in_thread(
     run = recorder.started(envelope, parent)
     if started is not None:
         started(run)
-    token = otel_context.attach(trace.set_span_in_context(run.span, parent))
-    current = run.enter()
     error: Exception | None = None
-    try:
-        func(*envelope.args, **envelope.kwargs)
-    except Exception as exc:
-        error = exc
-        finished = _failed(recorder, run, exc, retry)
-    else:
-        finished = recorder.finished(run, names.OUTCOME_SUCCESS)
-    finally:
-        Run.leave(current)
-        otel_context.detach(token)
+    with _inside(run, parent):
+        try:
+            func(*envelope.args, **envelope.kwargs)
+        except Exception as exc:
+            error = exc
+            finished = _failed(recorder, run, exc, retry)
+        else:
+            finished = recorder.finished(run, names.OUTCOME_SUCCESS)
     if not finished and run.outcome == names.OUTCOME_TIMEOUT:
         recorder.overran(run, error)
     return run
@@ -66,9 +63,7 @@ async def await_coroutine(
     outcome. A cancellation from outside (shutdown) is recorded as a failure and goes on;
     ``retry`` as for ``call_in_thread``."""
     run = recorder.started(envelope, parent)
-    token = otel_context.attach(trace.set_span_in_context(run.span, parent))
-    current = run.enter()
-    try:
+    with _inside(run, parent):
         try:
             async with asyncio.timeout(timeout) as deadline:
                 try:
@@ -82,14 +77,11 @@ async def await_coroutine(
             raise
         except Exception as exc:  # also the deadline's TimeoutError: the run has ended then
             _failed(recorder, run, exc, retry)
-        # A coroutine that blocked the loop past its deadline returns before it can be
-        # cancelled: still a timeout.
-        if run.outcome is None and time.perf_counter() - run.started_perf > timeout:
-            recorder.finished(run, names.OUTCOME_TIMEOUT)
-        recorder.finished(run, names.OUTCOME_SUCCESS)
-    finally:
-        Run.leave(current)
-        otel_context.detach(token)
+    # A coroutine that blocked the loop past its deadline returns before it can be cancelled:
+    # still a timeout.
+    if run.outcome is None and time.perf_counter() - run.started_perf > timeout:
+        recorder.finished(run, names.OUTCOME_TIMEOUT)
+    recorder.finished(run, names.OUTCOME_SUCCESS)
     return run.outcome or names.OUTCOME_FAILURE
 
 
@@ -107,9 +99,7 @@ def call_sync(
     run = recorder.started(envelope)
     if started is not None:
         started(run)
-    token = otel_context.attach(trace.set_span_in_context(run.span))
-    current = run.enter()
-    try:
+    with _inside(run, None):
         try:
             func()
         except TaskTimeout as exc:
@@ -122,10 +112,19 @@ def call_sync(
             recorder.finished(run, names.OUTCOME_FAILURE, exc)
             raise
         recorder.finished(run, names.OUTCOME_SUCCESS)
+    return run
+
+
+@contextmanager
+def _inside(run: Run, parent: Context | None) -> Iterator[None]:
+    """The run's span is the current span, and the run the current run (``current_run``)."""
+    token = otel_context.attach(trace.set_span_in_context(run.span, parent))
+    current = run.enter()
+    try:
+        yield
     finally:
         Run.leave(current)
         otel_context.detach(token)
-    return run
 
 
 def _failed(

@@ -161,17 +161,11 @@ class Recorder:
 
     # -- a run --------------------------------------------------------------------------------
 
-    def started(
-        self, envelope: TaskEnvelope, parent: Context | None = None, *, ran_for: float = 0.0
-    ) -> Run:
-        """A run starts (``ran_for`` seconds ago); its span is a child of the enqueuing
-        request's context ``parent``, else of the context the envelope carries."""
-        started_at, started_perf = time.time() - ran_for, time.perf_counter() - ran_for
-        queue_wait = max(0.0, started_at - envelope.enqueued_at)
-        span = self.spans.start(envelope, parent, started_at, queue_wait)
-        run = Run(envelope, span, started_at, started_perf, queue_wait, self.delivery)
-        if ran_for:  # reported for another process, whose metrics counted the start
-            return run
+    def started(self, envelope: TaskEnvelope, parent: Context | None = None) -> Run:
+        """A run starts; its span is a child of the enqueuing request's context ``parent``,
+        else of the context the envelope carries."""
+        run = self._run(envelope, parent, ran_for=0.0)
+        started_at, queue_wait = run.started_at, run.queue_wait
         self.metrics.series(envelope.name, self.backend).record_start(
             started_at, queue_wait, run.exemplar
         )
@@ -205,8 +199,15 @@ class Recorder:
         """A run whose process was killed under it (Celery's hard time limit), reported from
         another process as ``timeout``: its span, begun ``ran_for`` seconds ago (the dead
         process's span is lost), its end metrics, log and failure report."""
-        run = self.started(envelope, ran_for=ran_for)
+        run = self._run(envelope, None, ran_for=ran_for)  # its start counted where it ran
         self._finish(run, names.OUTCOME_TIMEOUT, error, live=False)
+
+    def _run(self, envelope: TaskEnvelope, parent: Context | None, *, ran_for: float) -> Run:
+        """A run begun ``ran_for`` seconds ago, with its span; nothing recorded yet."""
+        started_at, started_perf = time.time() - ran_for, time.perf_counter() - ran_for
+        queue_wait = max(0.0, started_at - envelope.enqueued_at)
+        span = self.spans.start(envelope, parent, started_at, queue_wait)
+        return Run(envelope, span, started_at, started_perf, queue_wait, self.delivery)
 
     def overran(self, run: Run, error: BaseException | None) -> None:
         """A run reported timed out has now returned (``error``: what it raised, if anything)."""

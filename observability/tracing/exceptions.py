@@ -1,10 +1,10 @@
-"""An exception recorded on a span with its message and stack trace masked: neither may carry
+"""A failure recorded on a span with its message and stack trace masked: neither may carry
 user values (e-mail addresses, phone numbers) to the tracing backend."""
 
 import traceback
 from collections.abc import Callable
 
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Status, StatusCode
 
 
 def record_masked(
@@ -18,3 +18,16 @@ def record_masked(
             "exception.stacktrace": mask("".join(traceback.format_exception(error))),
         },
     )
+
+
+def mark_failed(
+    span: Span,
+    error_type: str,
+    message: str,
+    error: BaseException | None,
+    mask: Callable[[str], str],
+) -> None:
+    """Status ERROR (``{error_type}: {message}``, masked) and, if any, the exception event."""
+    span.set_status(Status(StatusCode.ERROR, f"{error_type}: {mask(message)}"))
+    if error is not None:
+        record_masked(span, error, mask, message)

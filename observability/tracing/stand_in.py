@@ -15,19 +15,19 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TracerProvi
 UnsampledChild = Callable[[SpanContext], Span | None]
 
 
-def unsampled_child(provider: TracerProvider) -> UnsampledChild:
+def unsampled_child(provider: TracerProvider) -> UnsampledChild | None:
     """A function giving the child span of an unsampled ``parent`` as the SDK would, or None
-    (then ask the SDK): always None unless ``provider`` samples as described above."""
+    (then ask the SDK); None itself unless ``provider`` samples as described above."""
     sampler = getattr(provider, "sampler", None)
     if not isinstance(provider, SdkTracerProvider) or not isinstance(sampler, ParentBased):
-        return _never
+        return None
     # the delegates ParentBased consults for an unsampled parent (attributes of the SDK's class)
     delegates = (
         getattr(sampler, "_local_parent_not_sampled", None),
         getattr(sampler, "_remote_parent_not_sampled", None),
     )
     if any(delegate is not ALWAYS_OFF for delegate in delegates):
-        return _never
+        return None
     generate = provider.id_generator.generate_span_id
 
     def child(parent: SpanContext) -> Span | None:
@@ -44,7 +44,3 @@ def unsampled_child(provider: TracerProvider) -> UnsampledChild:
         )
 
     return child
-
-
-def _never(parent: SpanContext) -> Span | None:
-    return None

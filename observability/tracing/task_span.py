@@ -7,11 +7,11 @@ from contextlib import AbstractContextManager
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Link, Span, SpanKind, TracerProvider
 
 from observability import names
 from observability.tasks.envelope import TaskEnvelope
-from observability.tracing.exceptions import record_masked
+from observability.tracing.exceptions import mark_failed
 from observability.tracing.stand_in import unsampled_child
 
 
@@ -39,7 +39,7 @@ class TaskSpans:
         """A child of ``parent``, else of the context the envelope carries."""
         if parent is None:
             parent = propagate.extract(envelope.trace_context)
-        if not self.link_parent:
+        if self._unsampled_child is not None and not self.link_parent:
             stand_in = self._unsampled_child(trace.get_current_span(parent).get_span_context())
             if stand_in is not None:
                 return stand_in
@@ -88,8 +88,5 @@ class TaskSpans:
         """``failure``: (error type, message, exception if any) of a run that did not succeed."""
         span.set_attribute(names.ATTR_TASK_OUTCOME, outcome)
         if failure is not None:
-            error_type, message, error = failure
-            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {mask(message)}"))
-            if error is not None:
-                record_masked(span, error, mask, message)
+            mark_failed(span, *failure, mask)
         span.end(end_time=int(finished_at * 1e9))
