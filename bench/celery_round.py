@@ -16,7 +16,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.celery_workers import WORKERS, stop_worker, worker_command, worker_env
+from bench.celery_workers import (
+    WORKERS,
+    publish_plain,
+    publish_runs,
+    stop_worker,
+    worker_command,
+    worker_env,
+)
 from bench.common import ROOT, LineCounter, children, tree_cpu_seconds
 from bench.otlp_sink import Sink
 from bench.redis_server import Redis
@@ -28,31 +35,14 @@ def publish(worker: str, url: str, count: int, conf: dict[str, Any]) -> float:
     """Put ``count`` messages for ``worker`` in the queue; seconds it took."""
     t0 = time.monotonic()
     if worker.startswith("ours"):
-        from observability.backends.celery_app import CELERY_QUEUE, create_celery_app
-        from observability.backends.celery_message import RUN_TASK
         from observability.tasks.envelope import TaskEnvelope
-        from service.settings import Settings
 
-        app = create_celery_app(Settings(broker_url=url))
-        with app.producer_or_acquire() as producer:
-            for _ in range(count):
-                envelope = TaskEnvelope(name="write_log", args=(MESSAGE,))
-                app.send_task(
-                    RUN_TASK,
-                    args=[asdict(envelope)],
-                    task_id=envelope.id,
-                    queue=CELERY_QUEUE,
-                    producer=producer,
-                )
+        def envelope() -> TaskEnvelope:
+            return TaskEnvelope(name="write_log", args=(MESSAGE,))
+
+        publish_runs(url, count, envelope, asdict)
     else:
-        from celery import Celery
-
-        app = Celery("bench_bare_publisher", broker=url)
-        app.conf.update(conf)
-        with app.producer_or_acquire() as producer:
-            for _ in range(count):
-                app.send_task("bench.write_log", args=[MESSAGE], producer=producer)
-    app.close()
+        publish_plain(url, count, conf, "bench.write_log", args=[MESSAGE])
     return time.monotonic() - t0
 
 

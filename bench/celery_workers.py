@@ -15,11 +15,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.apps import SAMPLED_10, SAMPLED_100
-from bench.common import free_port, wait_exit
+from bench.common import free_port, stop_process
+
+if TYPE_CHECKING:
+    from observability.tasks.envelope import TaskEnvelope
 
 WORKERS: dict[str, tuple[str, str]] = {
     "bare": ("bench.celery_bare", "the tutorial's write_log as a bare Celery task, defaults"),
@@ -105,12 +109,52 @@ def worker_env(
     return env
 
 
+def publish_runs(
+    url: str,
+    count: int,
+    envelope: Callable[[], TaskEnvelope],
+    body: Callable[[TaskEnvelope], dict[str, Any]],
+) -> None:
+    """``count`` messages as the project publishes a task: ``RUN_TASK`` on its queue, the
+    envelope's id as task id, ``body(envelope)`` as the argument."""
+    from observability.backends.celery_app import CELERY_QUEUE, create_celery_app
+    from observability.backends.celery_message import RUN_TASK
+    from service.settings import Settings
+
+    app = create_celery_app(Settings(broker_url=url))
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            task = envelope()
+            app.send_task(
+                RUN_TASK, args=[body(task)], task_id=task.id, queue=CELERY_QUEUE, producer=producer
+            )
+    app.close()
+
+
+def publish_plain(
+    url: str,
+    count: int,
+    conf: dict[str, Any],
+    name: str,
+    args: list[Any] | None = None,
+    task_id: Callable[[], str | None] = lambda: None,
+) -> None:
+    """``count`` ``name`` tasks by a plain Celery app with ``conf`` (task id: Celery's own
+    unless ``task_id`` gives one)."""
+    from celery import Celery
+
+    app = Celery("bench_bare_publisher", broker=url)
+    app.conf.update(conf)
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            app.send_task(name, args=args, task_id=task_id(), producer=producer)
+    app.close()
+
+
 def stop_worker(proc: subprocess.Popen[bytes], hostname: str, pids: set[int]) -> int | None:
     """SIGTERM the worker, wait for it (killed if it does not exit), then kill the pool processes
     ``pids`` it left behind, if any; its exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    code = wait_exit(proc, 30)
+    code = stop_process(proc, 30)
     for pid in pids:
         kill_if_ours(pid, hostname)
     return code

@@ -9,6 +9,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -221,6 +222,13 @@ def wait_exit(proc: subprocess.Popen[Any], timeout: float) -> int | None:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> int | None:
+    """SIGTERM a process of ours if it still runs, then ``wait_exit``: its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return wait_exit(proc, timeout)
 
 
 def selection(names: str, known: Mapping[str, Any], baseline: str, what: str) -> list[str]:

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bench import histogram
-from bench.celery_workers import project_conf, stop_worker, worker_command, worker_env
+from bench.celery_workers import (
+    project_conf,
+    publish_plain,
+    publish_runs,
+    stop_worker,
+    worker_command,
+    worker_env,
+)
 from bench.common import ROOT, NoiseMeter, children, proc_cpu_seconds, tree_cpu_seconds
 from bench.delivery_round import LABELS, MESSAGE, METRIC, arrived, bucket_bounds, record, smtp_env
 from bench.otlp_sink import Sink
@@ -51,36 +58,19 @@ def bare_conf(url: str) -> dict[str, Any]:
 
 def publish(url: str, count: int) -> None:
     """``count`` tasks as the API publishes ``POST /send-notification/{email}``'s."""
-    from observability.backends.celery_app import CELERY_QUEUE, create_celery_app
-    from observability.backends.celery_message import RUN_TASK, message_of
+    from observability.backends.celery_message import message_of
     from observability.tasks.envelope import TaskEnvelope
-    from service.settings import Settings
 
-    app = create_celery_app(Settings(broker_url=url))
-    with app.producer_or_acquire() as producer:
-        for _ in range(count):
-            envelope = TaskEnvelope(name="write_log", args=(MESSAGE,), kwargs={"to": RECIPIENT})
-            app.send_task(
-                RUN_TASK,
-                args=[message_of(envelope)],
-                task_id=envelope.id,
-                queue=CELERY_QUEUE,
-                producer=producer,
-            )
-    app.close()
+    def envelope() -> TaskEnvelope:
+        return TaskEnvelope(name="write_log", args=(MESSAGE,), kwargs={"to": RECIPIENT})
+
+    publish_runs(url, count, envelope, message_of)
 
 
 def publish_bare(url: str, count: int, conf: dict[str, Any]) -> None:
     """``count`` ``bench.send_mail`` tasks, by a plain Celery app with ``conf`` (same queue,
     task ids like the API's: 32 hex digits)."""
-    from celery import Celery
-
-    app = Celery("bench_bare_publisher", broker=url)
-    app.conf.update(conf)
-    with app.producer_or_acquire() as producer:
-        for _ in range(count):
-            app.send_task("bench.send_mail", task_id=uuid.uuid4().hex, producer=producer)
-    app.close()
+    publish_plain(url, count, conf, "bench.send_mail", task_id=lambda: uuid.uuid4().hex)
 
 
 class Span(NamedTuple):

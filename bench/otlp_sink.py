@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import gzip
 import json
-import os
 import resource
 import signal
 import struct
@@ -227,18 +226,15 @@ class Sink:
         return f"http://127.0.0.1:{self.port}/v1/traces"
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        from bench.common import proc_cpu_seconds  # harness side only: the sink stays light
+
+        return proc_cpu_seconds(self.proc.pid)
 
     def stop(self, count: bool = True) -> dict[str, Any]:
         """Stop the sink; its counters, and the number of spans if bodies were kept."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from bench.common import stop_process
+
+        stop_process(self.proc, 20)
         self._stderr.close()
         stats: dict[str, Any] = {}
         if self.stats_path.exists():

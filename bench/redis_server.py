@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import free_port, wait_exit
+from bench.common import free_port, stop_process
 
 
 class Redis:
@@ -52,7 +52,5 @@ class Redis:
         self.client.flushall()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        wait_exit(self.proc, 20)
+        stop_process(self.proc, 20)
         self._log.close()

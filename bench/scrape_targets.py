@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Protocol
 from bench.apps import APPS
 from bench.celery_round import publish
 from bench.celery_workers import stop_worker, worker_command, worker_env
-from bench.common import HOST, ROOT, LineCounter, children, free_port, wait_exit
+from bench.common import HOST, ROOT, LineCounter, children, free_port, stop_process
 from bench.otlp_sink import Sink
 from bench.redis_server import Redis
 from bench.server import http_probe, server_env, uvicorn_options
@@ -129,9 +128,7 @@ class ApiCluster:
             raise RuntimeError(f"{self.name}: {self.log.count()}/{self.done} tasks done")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        wait_exit(self.proc, 40)
+        stop_process(self.proc, 40)
         self.stdout.close()
         self.stderr.close()
         self.sink.stop(count=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps import AppSpec
-from bench.common import HOST, ROOT, free_port, proc_cpu_seconds, wait_exit
+from bench.common import HOST, ROOT, free_port, proc_cpu_seconds, stop_process
 from bench.load import IDLE_PATH
 from bench.otlp_sink import Sink
 
@@ -100,9 +99,7 @@ class Server:
 
     def stop(self) -> tuple[int | None, dict[str, Any]]:
         """Stop the server (SIGTERM: its lifespan drains and flushes spans), then the sink."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = wait_exit(self.proc, 40)
+        code = stop_process(self.proc, 40)
         self._stdout.close()
         self._stderr.close()
         sink_stats = self.sink.stop() if self.sink else {}

@@ -170,13 +170,9 @@ class SmtpSink:
     def stop(self) -> None:
         self._lines.close()
         self._control.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        from bench.common import stop_process  # harness side only: the sink stays light
+
+        stop_process(self.proc, 20)
         self._stderr.close()
 
 

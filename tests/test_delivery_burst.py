@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.accounting import wait_balanced
-from tests.support.delivery import file_lines
+from tests.support.delivery import channel_servers, file_lines
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, WorkerProcess
 from tests.support.sms_provider import SmsProvider
@@ -36,16 +36,34 @@ SMS_FAULT = {"k": 5, "status": 503}
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[SmtpServer, SmsProvider]]:
-    smtp, provider = SmtpServer(tmp_path), SmsProvider(tmp_path)
-    smtp.script(every=SMTP_FAULT)
-    provider.script(every=SMS_FAULT)
-    yield smtp, provider
-    smtp.stop()
-    provider.stop()
+    with channel_servers(tmp_path) as (smtp, provider):
+        smtp.script(every=SMTP_FAULT)
+        provider.script(every=SMS_FAULT)
+        yield smtp, provider
 
 
 def channel_env(smtp: SmtpServer, provider: SmsProvider) -> dict[str, str]:
     return smtp.env() | provider.env(TOKEN) | {"NOTIFY_SMTP_FROM": "n@example.org"} | RETRIES
+
+
+def celery_env(
+    smtp: SmtpServer,
+    provider: SmsProvider,
+    tmp_path: Path,
+    broker_url: str,
+    concurrency: int,
+    **extra: str,
+) -> dict[str, str]:
+    """``channel_env`` for a Celery API and its workers: one data dir, the broker, the pool."""
+    return (
+        channel_env(smtp, provider)
+        | {
+            "NOTIFY_DATA_DIR": str(tmp_path / "data"),
+            "NOTIFY_BROKER_URL": broker_url,
+            "NOTIFY_TASK_CONCURRENCY": str(concurrency),
+        }
+        | extra
+    )
 
 
 def post_burst(url: str, emails: int, sms: int) -> tuple[list[str], list[str]]:
@@ -146,11 +164,7 @@ def test_celery_burst_delivers_each_message_exactly_once(
     enqueued (API) == success (worker) per task, nothing failed, left in progress or queued."""
     smtp, provider = servers
     began = time.monotonic()
-    env = channel_env(smtp, provider) | {
-        "NOTIFY_DATA_DIR": str(tmp_path / "data"),
-        "NOTIFY_BROKER_URL": broker_url,
-        "NOTIFY_TASK_CONCURRENCY": "4",
-    }
+    env = celery_env(smtp, provider, tmp_path, broker_url, 4)
     worker = start_worker(**env)
     api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
     mail_ids, sms_ids = post_burst(api.url, EMAILS, SMS)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.delivery import error_lines
+from tests.support.delivery import channel_servers, error_lines
 from tests.support.polling import wait_until
 from tests.support.processes import kill_worker
 from tests.support.sms_provider import SmsProvider
@@ -21,7 +21,7 @@ from tests.test_delivery_burst import (
     SMTP_FAULT,
     TOKEN,
     all_delivered,
-    channel_env,
+    celery_env,
     post_burst,
 )
 
@@ -33,10 +33,8 @@ VISIBILITY = 5
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[SmtpServer, SmsProvider]]:
-    smtp, provider = SmtpServer(tmp_path), SmsProvider(tmp_path)
-    yield smtp, provider
-    smtp.stop()
-    provider.stop()
+    with channel_servers(tmp_path) as servers:
+        yield servers
 
 
 def unacked_older_than(client: redis.Redis, seconds: float) -> bool:
@@ -60,13 +58,15 @@ def test_worker_sigkill_mid_burst_redelivers_and_duplicates_only_in_the_window(
     smtp, provider = servers
     smtp.script(every=SMTP_FAULT)
     provider.script(every=SMS_FAULT)
-    env = channel_env(smtp, provider) | {
-        "NOTIFY_DATA_DIR": str(tmp_path / "data"),
-        "NOTIFY_BROKER_URL": broker_url,
-        "NOTIFY_TASK_CONCURRENCY": str(CONCURRENCY),
-        "NOTIFY_BROKER_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY),
-        "NOTIFY_TASK_TIMEOUT_SECONDS": "60",
-    }
+    env = celery_env(
+        smtp,
+        provider,
+        tmp_path,
+        broker_url,
+        CONCURRENCY,
+        NOTIFY_BROKER_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY),
+        NOTIFY_TASK_TIMEOUT_SECONDS="60",
+    )
     first = start_worker(**env)
     api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
     emails, sms = 400, 200
@@ -114,11 +114,7 @@ def test_permanent_errors_are_not_retried_on_celery(
     smtp, provider = servers
     smtp.script(faults=[{"stage": "rcpt", "reply": "550 5.1.1 No such user"}])
     provider.script(rules=[{"status": 400}])
-    env = channel_env(smtp, provider) | {
-        "NOTIFY_DATA_DIR": str(tmp_path / "data"),
-        "NOTIFY_BROKER_URL": broker_url,
-        "NOTIFY_TASK_CONCURRENCY": "2",
-    }
+    env = celery_env(smtp, provider, tmp_path, broker_url, 2)
     worker = start_worker(**env)
     api = start_service(NOTIFY_TASK_BACKEND="celery", **env)
     mail = api.client.post("/send-notification/nobody@example.com").json()["task_ids"][0]

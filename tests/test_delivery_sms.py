@@ -12,7 +12,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tests.support.delivery import (
     FAST_RETRIES,
     ChannelProbe,
+    accepted_task_id,
     assert_secret_nowhere,
+    assert_service_keeps_secret,
     error_lines,
     file_lines,
     final_run,
@@ -45,10 +47,7 @@ def start(start_service: Any, provider: SmsProvider, **env: str) -> ServiceProce
 
 
 def send_sms(service: ServiceProcess, msg: str = "hello") -> str:
-    response = service.client.post("/send-sms", params={"phone": PHONE, "msg": msg})
-    assert response.status_code == 200, response.text
-    task_id: str = response.json()["task_ids"][0]
-    return task_id
+    return accepted_task_id(service.client.post("/send-sms", params={"phone": PHONE, "msg": msg}))
 
 
 def client_spans(receiver: OtlpReceiver) -> list[Span]:
@@ -89,13 +88,7 @@ def test_sms_is_delivered_with_token_key_span_and_log_line(
     assert attributes["server.port"] == provider.port
     assert attributes["url.full"] == provider.url
     assert attributes["http.response.status_code"] == 200
-    assert_secret_nowhere(
-        TOKEN,
-        outputs=[service.raw_output()],
-        data_dir=service.data_dir,
-        receiver=otlp_receiver,
-        metrics=[service.metrics()],
-    )
+    assert_service_keeps_secret(service, TOKEN, otlp_receiver)
 
 
 def test_503_twice_then_200_is_retried_with_the_same_key(
@@ -121,13 +114,7 @@ def test_503_twice_then_200_is_retried_with_the_same_key(
     lines = error_lines(service.data_dir)
     assert len(lines) == 2 and all("outcome=retry" in line for line in lines)
     wait_until(lambda: len(client_spans(otlp_receiver)) == 3)
-    assert_secret_nowhere(
-        TOKEN,
-        outputs=[service.raw_output()],
-        data_dir=service.data_dir,
-        receiver=otlp_receiver,
-        metrics=[service.metrics()],
-    )
+    assert_service_keeps_secret(service, TOKEN, otlp_receiver)
 
 
 def test_429_retry_after_is_honoured(start_service: Any, provider: SmsProvider) -> None:

@@ -12,7 +12,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tests.support.delivery import (
     FAST_RETRIES,
     ChannelProbe,
-    assert_secret_nowhere,
+    accepted_task_id,
+    assert_service_keeps_secret,
     error_lines,
     file_lines,
     final_run,
@@ -46,10 +47,29 @@ def start(start_service: Any, smtp: SmtpServer, **env: str) -> ServiceProcess:
 
 
 def send(service: ServiceProcess, email: str) -> str:
-    response = service.client.post(f"/send-notification/{email}")
-    assert response.status_code == 200, response.text
-    task_id: str = response.json()["task_ids"][0]
-    return task_id
+    return accepted_task_id(service.client.post(f"/send-notification/{email}"))
+
+
+def start_authenticated(
+    start_service: Any,
+    server: SmtpServer,
+    security: str,
+    password: str,
+    ca_file: Path,
+    receiver: OtlpReceiver,
+) -> ServiceProcess:
+    """The service sending through ``server`` over ``security`` (TLS verified against
+    ``ca_file``), logging in as ``mailer`` with ``password``, spans to ``receiver``."""
+    service: ServiceProcess = start_service(
+        **server.env(security),
+        NOTIFY_SMTP_FROM=SENDER,
+        NOTIFY_SMTP_USERNAME="mailer",
+        NOTIFY_SMTP_PASSWORD=password,
+        NOTIFY_SMTP_CA_FILE=str(ca_file),
+        **FAST_RETRIES,
+        **otlp_env(receiver),
+    )
+    return service
 
 
 def body(message: dict[str, Any]) -> str:
@@ -205,14 +225,8 @@ def test_tls_and_auth_deliver_and_the_password_is_never_written(
         password=password,
     )
     try:
-        service = start_service(
-            **server.env(security),
-            NOTIFY_SMTP_FROM=SENDER,
-            NOTIFY_SMTP_USERNAME="mailer",
-            NOTIFY_SMTP_PASSWORD=password,
-            NOTIFY_SMTP_CA_FILE=str(certificate[0]),
-            **FAST_RETRIES,
-            **otlp_env(otlp_receiver),
+        service = start_authenticated(
+            start_service, server, security, password, certificate[0], otlp_receiver
         )
         task_id = send(service, "alice@example.com")
         run = final_run(service, task_id)
@@ -222,13 +236,7 @@ def test_tls_and_auth_deliver_and_the_password_is_never_written(
         assert message["message_id"] == f"<{task_id}@example.org>"
         assert [e["success"] for e in server.events("auth")] == [True]
         wait_until(lambda: otlp_receiver.named("smtp send"))
-        assert_secret_nowhere(
-            password,
-            outputs=[service.raw_output()],
-            data_dir=service.data_dir,
-            receiver=otlp_receiver,
-            metrics=[service.metrics()],
-        )
+        assert_service_keeps_secret(service, password, otlp_receiver)
     finally:
         server.stop()
 
@@ -242,14 +250,8 @@ def test_wrong_password_is_permanent_and_never_written(
     server = SmtpServer(tmp_path, tls=certificate, username="mailer", password="right-0ne-Zz8")
     wrong = "wr0ng-Pa55word-Kk7"
     try:
-        service = start_service(
-            **server.env("starttls"),
-            NOTIFY_SMTP_FROM=SENDER,
-            NOTIFY_SMTP_USERNAME="mailer",
-            NOTIFY_SMTP_PASSWORD=wrong,
-            NOTIFY_SMTP_CA_FILE=str(certificate[0]),
-            **FAST_RETRIES,
-            **otlp_env(otlp_receiver),
+        service = start_authenticated(
+            start_service, server, "starttls", wrong, certificate[0], otlp_receiver
         )
         task_id = send(service, "alice@example.com")
         run = final_run(service, task_id)
@@ -265,12 +267,6 @@ def test_wrong_password_is_permanent_and_never_written(
         assert span_attributes(client)["error.type"] == "DeliveryRejected"
         wait_until(lambda: otlp_receiver.named("background_task write_log"))
         for secret in (wrong, "right-0ne-Zz8"):
-            assert_secret_nowhere(
-                secret,
-                outputs=[service.raw_output()],
-                data_dir=service.data_dir,
-                receiver=otlp_receiver,
-                metrics=[service.metrics()],
-            )
+            assert_service_keeps_secret(service, secret, otlp_receiver)
     finally:
         server.stop()

@@ -508,6 +508,18 @@ def test_two_apps_on_one_redis_share_keys(broker_url: str) -> None:
     client.close()
 
 
+def post_keyed_once(keyed: KeyedApp, store: Any, key: str) -> httpx.Response:
+    """The answer to one POST /work with ``key``, ``store`` (the app's) closed afterwards."""
+
+    async def main() -> httpx.Response:
+        async with keyed.client() as client:
+            response = await client.post("/work", headers={"Idempotency-Key": key})
+        await closing(store)
+        return response
+
+    return asyncio.run(main())
+
+
 def test_an_unreadable_redis_entry_is_503(broker_url: str) -> None:
     """A value under the key that this store did not write is answered 503, not run."""
     client = redis.Redis.from_url(broker_url)
@@ -516,14 +528,7 @@ def test_an_unreadable_redis_entry_is_503(broker_url: str) -> None:
     client.close()
     store = RedisIdempotencyStore(broker_url)
     keyed = KeyedApp(store)
-
-    async def main() -> httpx.Response:
-        async with keyed.client() as client:
-            response = await client.post("/work", headers={"Idempotency-Key": "odd"})
-        await closing(store)
-        return response
-
-    response = asyncio.run(main())
+    response = post_keyed_once(keyed, store, "odd")
     assert response.status_code == 503
     assert response.json()["reason"] == "idempotency_store_unavailable"
     assert keyed.runs == 0
@@ -535,14 +540,7 @@ def test_unreachable_redis_is_503_and_runs_nothing(capfd: pytest.CaptureFixture[
     the key."""
     store = RedisIdempotencyStore(f"redis://127.0.0.1:{free_port()}/0", timeout=1)
     keyed = KeyedApp(store)
-
-    async def main() -> httpx.Response:
-        async with keyed.client() as client:
-            response = await client.post("/work", headers={"Idempotency-Key": "lost-key"})
-        await closing(store)
-        return response
-
-    response = asyncio.run(main())
+    response = post_keyed_once(keyed, store, "lost-key")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert response.json()["reason"] == "idempotency_store_unavailable"

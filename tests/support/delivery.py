@@ -1,13 +1,19 @@
-"""What the delivery tests share: reading a run's terminal log line, the retries' accounting,
-and checking that a secret appears nowhere the service writes."""
+"""What the delivery tests share: the servers they send to, reading a run's terminal log line,
+the retries' accounting, and checking that a secret appears nowhere the service writes."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
+
 from tests.support.otlp import OtlpReceiver
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess
+from tests.support.sms_provider import SmsProvider
+from tests.support.smtp_server import SmtpServer
 
 TERMINAL_EVENTS = ("task.succeeded", "task.failed", "task.timed_out")
 
@@ -65,6 +71,38 @@ def assert_secret_nowhere(
         assert secret not in dumped, "the secret is in a span"
     for text in metrics:
         assert secret not in text, "the secret is in /metrics"
+
+
+def assert_service_keeps_secret(
+    service: ServiceProcess, secret: str, receiver: OtlpReceiver
+) -> None:
+    """``secret`` is nowhere ``service`` wrote: its output, its file sinks, the spans
+    ``receiver`` got, its /metrics."""
+    assert_secret_nowhere(
+        secret,
+        outputs=[service.raw_output()],
+        data_dir=service.data_dir,
+        receiver=receiver,
+        metrics=[service.metrics()],
+    )
+
+
+def accepted_task_id(response: httpx.Response) -> str:
+    """The task id of a send request answered 200 (asserted)."""
+    assert response.status_code == 200, response.text
+    task_id: str = response.json()["task_ids"][0]
+    return task_id
+
+
+@contextmanager
+def channel_servers(tmp_path: Path) -> Iterator[tuple[SmtpServer, SmsProvider]]:
+    """An SMTP server and an SMS provider under ``tmp_path``, stopped on leaving."""
+    smtp, provider = SmtpServer(tmp_path), SmsProvider(tmp_path)
+    try:
+        yield smtp, provider
+    finally:
+        smtp.stop()
+        provider.stop()
 
 
 FAST_RETRIES = {
