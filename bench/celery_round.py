@@ -24,7 +24,7 @@ from bench.celery_workers import (
     worker_command,
     worker_env,
 )
-from bench.common import ROOT, LineCounter, children, tree_cpu_seconds
+from bench.common import CLK_TCK, ROOT, LineCounter, children
 from bench.otlp_sink import Sink
 from bench.redis_server import Redis
 
@@ -41,9 +41,20 @@ def publish(worker: str, url: str, count: int, conf: dict[str, Any]) -> float:
             return TaskEnvelope(name="write_log", args=(MESSAGE,))
 
         publish_runs(url, count, envelope, asdict)
-    else:
-        publish_plain(url, count, conf, "bench.write_log", args=[MESSAGE])
+    else:  # the bare worker with Celery's defaults publishes with them too
+        publish_plain(url, count, conf if worker != "bare" else {}, "bench.write_log", [MESSAGE])
     return time.monotonic() - t0
+
+
+def whole_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of all its descendants, live (read recursively: a pool child's
+    own helper processes too) or already reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = sum(int(x) for x in fields[11:15]) / CLK_TCK  # utime, stime, cutime, cstime
+    return own + sum(whole_tree_cpu_seconds(child) for child in children(pid))
 
 
 class Timing(NamedTuple):
@@ -72,7 +83,7 @@ def watch(
     counter = LineCounter(workdir / "data" / "log.txt")
     started = time.monotonic()
     t_skip = counter.wait_for(skip, 60, interval=0.005)
-    cpu_skip = tree_cpu_seconds(proc.pid)
+    cpu_skip = whole_tree_cpu_seconds(proc.pid)
     pids.update(children(proc.pid))
     if t_skip is None:
         raise RuntimeError(
@@ -80,7 +91,7 @@ def watch(
             f"{(workdir / 'stderr.log').read_text()[-2000:]}"
         )
     t_end = counter.wait_for(count, opts.drain_timeout, interval=0.005)
-    cpu_end = tree_cpu_seconds(proc.pid)
+    cpu_end = whole_tree_cpu_seconds(proc.pid)
     pids.update(children(proc.pid))
     if t_end is None:
         raise RuntimeError(f"celery {worker}: {counter.count()}/{count} tasks done")
@@ -106,11 +117,14 @@ def run_worker(
     count, skip = opts.celery_tasks, opts.celery_skip
     redis.flush()
     published_s = publish(worker, redis.url, count, conf)
-    sink = Sink(workdir / "sink") if worker.startswith("ours") else None
+    spec = WORKERS[worker]
+    sink = Sink(workdir / "sink") if spec.sampled is not None else None
     endpoint = sink.endpoint if sink is not None else None
     env = worker_env(worker, redis.url, data, conf, opts.celery_concurrency, endpoint)
     hostname = f"bench-{worker}-{os.getpid()}-r{round_no}"
-    cmd = worker_command(WORKERS[worker][0], hostname, opts.celery_pool, opts.celery_concurrency)
+    cmd = worker_command(
+        spec.module, hostname, opts.celery_pool, opts.celery_concurrency, spec.events
+    )
     stdout = open(workdir / "stdout.log", "wb")  # noqa: SIM115
     stderr = open(workdir / "stderr.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)

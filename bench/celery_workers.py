@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bench.apps import SAMPLED_10, SAMPLED_100
 from bench.common import free_port, stop_process
@@ -25,25 +25,57 @@ from bench.common import free_port, stop_process
 if TYPE_CHECKING:
     from observability.tasks.envelope import TaskEnvelope
 
-WORKERS: dict[str, tuple[str, str]] = {
-    "bare": ("bench.celery_bare", "the tutorial's write_log as a bare Celery task, defaults"),
-    "bare-project-conf": (
+
+class WorkerSpec(NamedTuple):
+    """A worker of the part: the ``celery -A`` module, what it is, whether it sends task events
+    (``-E``), and the share of spans it samples (``"10"``, ``"100"``; None: no tracing)."""
+
+    module: str
+    description: str
+    events: bool = False
+    sampled: str | None = None
+
+
+WORKERS: dict[str, WorkerSpec] = {
+    "bare": WorkerSpec(
+        "bench.celery_bare", "the tutorial's write_log as a bare Celery task, defaults"
+    ),
+    "bare-project-conf": WorkerSpec(
         "bench.celery_bare",
-        "the same bare task with the project's Celery settings (late acks, prefetch 1, time "
-        "limits, result backend, STARTED state, transport options)",
+        "the same bare task with every one of the project's Celery settings (late acks, "
+        "prefetch 1, time limits, result backend, STARTED state, the reliable Redis transport "
+        "and its options)",
     ),
-    "ours-sampled-100": (
+    "bare-project-conf-otel-10": WorkerSpec(
+        "bench.celery_bare_otel",
+        "the stack a Celery user would otherwise run: bare-project-conf plus task events (-E, "
+        "what celery-exporter and Flower read) and opentelemetry-instrumentation-celery, spans "
+        "sampled 10% exported over OTLP/HTTP by the SDK's batch processor",
+        events=True,
+        sampled="10",
+    ),
+    "bare-project-conf-otel-100": WorkerSpec(
+        "bench.celery_bare_otel", "the same, spans sampled 100%", events=True, sampled="100"
+    ),
+    "ours-sampled-10": WorkerSpec(
         "service.worker",
-        "the project's worker: runner with metrics, JSON logs to a file, spans sampled 100% "
+        "the project's worker: runner with metrics, JSON logs to a file, spans sampled 10% "
         "exported over OTLP/HTTP",
+        sampled="10",
     ),
-    "ours-sampled-10": ("service.worker", "the same, spans sampled 10%"),
+    "ours-sampled-100": WorkerSpec("service.worker", "the same, spans sampled 100%", sampled="100"),
+    "ours-sampled-10-events": WorkerSpec(
+        "service.worker", "ours-sampled-10 with task events on (-E)", events=True, sampled="10"
+    ),
 }
-DEFAULT_WORKERS = ("bare", "bare-project-conf", "ours-sampled-100", "ours-sampled-10")
+DEFAULT_WORKERS = tuple(WORKERS)
 BASELINE = "bare"
+PROJECT_BASELINE = "bare-project-conf"
+OTEL_STACKS = ("bare-project-conf-otel-10", "bare-project-conf-otel-100")
 # every setting of observability/backends/celery_app.py that changes what a run costs (not the
 # pool's)
 PROJECT_CONF_KEYS = (
+    "broker_transport",
     "task_acks_late",
     "task_reject_on_worker_lost",
     "task_soft_time_limit",
@@ -72,12 +104,15 @@ def project_conf(url: str) -> dict[str, Any]:
     return {k: app.conf[k] for k in PROJECT_CONF_KEYS if k in app.conf}
 
 
-def worker_command(module: str, hostname: str, pool: str, concurrency: int) -> list[str]:
+def worker_command(
+    module: str, hostname: str, pool: str, concurrency: int, events: bool = False
+) -> list[str]:
+    """The ``celery worker`` command line; ``events``: with ``-E`` (task events sent)."""
     return [
         sys.executable, "-m", "celery", "-A", module, "worker",
         "--pool", pool, "-c", str(concurrency), "--loglevel", "WARNING",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "--hostname", f"{hostname}@%h",
+        "--hostname", f"{hostname}@%h", *(["-E"] if events else []),
     ]  # fmt: skip
 
 
@@ -90,21 +125,26 @@ def worker_env(
     endpoint: str | None,
 ) -> dict[str, str]:
     """The worker's environment: the harness's without its ``NOTIFY_``/``OTEL_``/``BENCH_``
-    variables, plus the broker, the data folder and the worker's own settings. ``endpoint`` is
-    the local OTLP receiver, given for the ``ours-*`` workers only: it tells them apart."""
+    variables, plus the broker, the data folder and the worker's own settings: the project's
+    Celery settings ``conf`` for the ``bare-project-conf*`` workers, the sampler and the local
+    OTLP receiver ``endpoint`` for those that trace, the service's settings for ``ours-*``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "OTEL_", "BENCH_"))}
     env |= {"NOTIFY_DATA_DIR": str(data), "BENCH_BROKER_URL": broker_url}
+    spec = WORKERS[worker]
     if endpoint is not None:
-        env |= SAMPLED_10 if worker.endswith("-10") else SAMPLED_100
+        env |= SAMPLED_10 if spec.sampled == "10" else SAMPLED_100
+        env |= {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        }
+    if worker.startswith("ours"):
         env |= {
             "NOTIFY_BROKER_URL": broker_url,
             "NOTIFY_WORKER_METRICS_PORT": str(free_port()),
             "NOTIFY_LOG_FORMAT": "json",
             "NOTIFY_TASK_CONCURRENCY": str(concurrency),
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         }
-    elif worker == "bare-project-conf":
+    elif worker.startswith(PROJECT_BASELINE):
         env["BENCH_CELERY_CONF"] = json.dumps(conf)
     return env
 

@@ -57,3 +57,30 @@ def test_bench_throughput_and_runner_parts_end_to_end(tmp_path: Path) -> None:
     variant = result["results"]["runner"]["variants"]["sampled-100"]
     assert variant["otlp_sink"]["spans"] == variant["runner_runs"]
     assert "## Throughput" in output.with_suffix(".md").read_text()
+
+
+def test_bench_celery_part_compares_ours_with_project_conf_and_otel_stack(tmp_path: Path) -> None:
+    """The Celery part runs every worker kind to the last task and reports the issue 18 rows."""
+    output = tmp_path / "result"
+    workers = "bare-project-conf,bare-project-conf-otel-100,ours-sampled-100"
+    cmd = [
+        sys.executable, "-m", "bench", "--quick", "--parts", "celery",
+        "--celery-tasks", "60", "--celery-skip", "10", "--celery-rounds", "2",
+        "--celery-workers", workers, "--output", str(output),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    part = json.loads(output.with_suffix(".json").read_text())["results"]["celery"]
+    assert part["config"]["workers"] == ["bare", *workers.split(",")]
+    for worker, median in part["medians"].items():
+        assert median["lines_lost"] == 0, worker
+    # one span per task (the task's run), warm-up and start-up included
+    assert part["medians"]["bare-project-conf-otel-100"]["spans_per_task"] == 1.0
+    assert part["medians"]["ours-sampled-100"]["spans_per_task"] == 1.0
+    otel = [r for r in part["runs"] if r["worker"] == "bare-project-conf-otel-100"]
+    assert all("-E" in r["command"] for r in otel)
+    assert len(part["round_ratios"]["bare-project-conf"]["ours-sampled-100"]) == 2
+    assert set(part["ratios"]["bare-project-conf-otel-100"]) == {"ours-sampled-100"}
+    report = output.with_suffix(".md").read_text()
+    assert "`ours-sampled-100`: tasks/s >= 0.90x `bare-project-conf`" in report
+    assert "`ours-sampled-100` beats `bare-project-conf-otel-100`" in report
