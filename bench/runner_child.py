@@ -6,6 +6,9 @@ docstring says what is timed and how. The child sends its stdout (the JSON logs)
 so rendering and writing the log lines is paid, as in the service, and nothing is shown.
 
     python -m bench.runner_child --iterations 5000 --repeats 1 --out /tmp/r.json
+
+With ``--phase`` it times nothing: it is the program ``bench/runner_callgrind.py`` runs under
+callgrind, once per phase, whose instruction counts it subtracts (``count``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import functools
 import gc
 import json
 import os
+import random
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -218,16 +223,58 @@ async def _measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]
     }
 
 
+PHASES = ("base", "accepted", "run")
+
+
+def count(phase: str, tasks: int, warmup: int) -> None:
+    """What callgrind counts: the recorder built, ``warmup`` tasks accepted and run, ``tasks``
+    envelopes made (each under its request span), then per ``phase`` nothing more (``base``),
+    ``accepted()`` of each (``accepted``), or that and their runs, one after the other in one
+    thread as a run slot runs them (``run``); the provider flushed last. Ids come from a seeded
+    generator, so every phase samples the same runs."""
+    from observability.tasks.execution import call_in_thread
+
+    random.seed(18)  # the SDK's ids (and so the sampler's decisions) come from ``random``
+    runner, provider, make_envelope = _build_runner(8)
+
+    def slot(envs: list[Any]) -> None:
+        for e, parent in envs:
+            call_in_thread(runner, e, noop, parent)
+
+    def run_slot(envs: list[Any]) -> None:
+        thread = threading.Thread(target=slot, args=(envs,), name="task-slot-0")
+        thread.start()
+        thread.join()
+
+    warm = [make_envelope() for _ in range(warmup)]
+    for e, _ in warm:
+        runner.accepted(e)
+    run_slot(warm)
+    envs = [make_envelope() for _ in range(tasks)]
+    if phase != "base":
+        for e, _ in envs:
+            runner.accepted(e)
+    run_slot(envs if phase == "run" else [])
+    getattr(provider, "force_flush", lambda: True)()
+    getattr(provider, "shutdown", lambda: None)()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="runner micro-benchmark (child process)")
     parser.add_argument("--iterations", type=int, required=True)
-    parser.add_argument("--repeats", type=int, required=True)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="results file (the timed blocks)")
+    parser.add_argument("--phase", choices=PHASES, help="count instead: see ``count``")
     args = parser.parse_args(argv)
     # JSON logs go to fd 1: send it to /dev/null (rendering and writing them is still paid)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
+    if args.phase is not None:
+        count(args.phase, args.iterations, args.warmup)
+        return 0
+    if args.out is None:
+        parser.error("--out is required unless --phase is given")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
         result = r.run(_measure(args.iterations, args.repeats, args.warmup))
     Path(args.out).write_text(json.dumps(result))

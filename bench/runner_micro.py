@@ -29,6 +29,10 @@ Runner blocks end with ``force_flush()`` of the tracer provider inside the timed
 export work their spans caused is charged to them (the batch queue is made large enough that no
 span is dropped: ``OTEL_BSP_MAX_QUEUE_SIZE``).
 
+Instructions (issue 18): the sync run path and ``accepted()`` are also counted under
+callgrind (``bench/runner_callgrind.py``: ``--micro-instructions`` tasks, 0 skips), at 10% and
+100% sampling (the variants asked for that have a sampling rate), with goal rows.
+
 This module is the harness side (options, a variant's subprocess and its medians, the Markdown
 and the goal rows); the subprocess, what it builds and times, is ``bench/runner_child.py``.
 """
@@ -44,6 +48,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import runner_callgrind
 from bench.apps import SAMPLED_10, SAMPLED_100
 from bench.common import ROOT, fmt
 from bench.otlp_sink import Sink
@@ -67,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--micro-repeats", type=int, help="repeats, median reported (5)")
     group.add_argument(
         "--micro-variants", default=",".join(VARIANTS), help="of: " + ", ".join(VARIANTS)
+    )
+    group.add_argument(
+        "--micro-instructions",
+        type=int,
+        help="tasks counted under callgrind per sampled variant (2000; quick 300; 0: skip)",
     )
 
 
@@ -133,7 +143,31 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return {
         "config": {"iterations": iterations, "repeats": repeats, "goal_us": GOAL_US},
         "variants": results,
+        "instructions": _instructions(opts, variants, tmp / "callgrind"),
     }
+
+
+def _instructions(
+    opts: argparse.Namespace, variants: list[str], workdir: Path
+) -> dict[str, Any] | None:
+    """The callgrind counts of the variants that have a sampling rate (None: not asked for)."""
+    tasks = opts.micro_instructions
+    if tasks is None:
+        tasks = 300 if opts.quick else 2000
+    rates = [v for v in variants if v in runner_callgrind.RATES]
+    if tasks <= 0 or not rates:
+        return None
+    if not runner_callgrind.available():
+        print("  runner instructions: skipped, valgrind is not installed", flush=True)
+        return {"skipped": "valgrind is not installed"}
+    result = runner_callgrind.measure(rates, tasks, min(500, tasks), workdir)
+    for rate, accepted, run_, goal in runner_callgrind.rows(result):
+        print(
+            f"  runner {rate:<12} instructions: run {run_ / 1e3:.1f}k (goal <= {goal / 1e3:g}k), "
+            f"accepted() {accepted / 1e3:.1f}k",
+            flush=True,
+        )
+    return result
 
 
 TABLE_HEAD = (
@@ -171,6 +205,8 @@ def markdown(part: dict[str, Any]) -> str:
         "costs it. The tutorial's `BackgroundTasks` pay the hop per task (*executor hop*); "
         "*overhead vs hop* is shown for reference. `accepted()` is paid on the request path, "
         "once per task.",
+        "",
+        *runner_callgrind.markdown(part.get("instructions")),
     ]
     return "\n".join(out) + "\n"
 
@@ -226,4 +262,4 @@ def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 worst < GOAL_US,
             )
         )
-    return rows
+    return rows + runner_callgrind.goals(part.get("instructions"))
