@@ -56,3 +56,24 @@ def test_a_file_still_being_created_does_not_break_the_scrape(tmp_path: Path) ->
     (tmp_path / "counter_999999999.db").write_bytes(b"")  # created, not sized yet
     text = generate_latest(exposition_registry(tmp_path)).decode()
     assert "runs_total 3.0" in text
+
+
+def test_a_claim_after_prometheus_client_was_imported_still_writes_files(tmp_path: Path) -> None:
+    """A process that imported prometheus_client before claiming its directory (celery's command
+    line loads plugins such as Flower's first) still writes its metrics to the directory."""
+    script = (
+        "import prometheus_client\n"
+        "from observability.metrics import directory, multiprocess\n"
+        "path = directory.claim('notify-test-metrics')\n"
+        "directory.reset(path)\n"
+        "prometheus_client.Counter('runs', 'Runs.').inc(2)\n"
+        "assert multiprocess.enabled()\n"
+        "print(path)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != metrics_dir.ENV} | {"TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, check=True, text=True, capture_output=True
+    )
+    path = Path(done.stdout.strip())
+    assert path.parent == tmp_path
+    assert "runs_total 2.0" in generate_latest(exposition_registry(path)).decode()

@@ -24,10 +24,22 @@ def configured() -> Path | None:
 def claim(prefix: str) -> Path:
     """Point ``PROMETHEUS_MULTIPROC_DIR`` at a directory private to this process and the
     children it forks (``{tmp}/{prefix}-{pid}``), replacing any inherited value. The directory
-    is created (empty) by ``reset``; call this before ``prometheus_client`` is imported."""
+    is created (empty) by ``reset``; call this before ``prometheus_client`` is imported, or at
+    least before any metric is created (see ``_choose_mode_again``)."""
     path = Path(tempfile.gettempdir()) / f"{prefix}-{os.getpid()}"
     os.environ[ENV] = str(path)
+    _choose_mode_again()
     return path
+
+
+def _choose_mode_again() -> None:
+    """If ``prometheus_client`` is imported already, have it choose its mode again, now that the
+    variable is set: ``celery``'s command line imports its plugins before the app (Flower's
+    imports ``prometheus_client``). Metrics are made with the class chosen when they are created:
+    any created before this call keep their values in memory, outside the files."""
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        values.ValueClass = values.get_value_class()
 
 
 def claim_for_siblings(prefix: str) -> Path | None:
