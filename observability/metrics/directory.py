@@ -39,7 +39,7 @@ def _choose_mode_again() -> None:
     any created before this call keep their values in memory, outside the files."""
     values = sys.modules.get("prometheus_client.values")
     if values is not None:
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
 def claim_for_siblings(prefix: str) -> Path | None:
