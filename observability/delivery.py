@@ -20,7 +20,7 @@ from observability.logs.configuration import get_logger
 from observability.logs.redaction import mask
 from observability.tasks.retry import RetryPolicy
 from observability.tasks.run import Run, current_run
-from observability.tracing import ids
+from observability.tracing import ids, scope
 from observability.tracing.exceptions import mark_failed
 from observability.tracing.stand_in import unsampled_child
 
@@ -43,7 +43,7 @@ class DeliveryRecorder:
 
     def __init__(self, metrics: "DeliveryMetrics", tracer_provider: TracerProvider) -> None:
         self.metrics = metrics
-        self.tracer = tracer_provider.get_tracer("observability.delivery")
+        self.tracer = scope.tracer(tracer_provider, "observability.delivery")
         self._unsampled_child = unsampled_child(tracer_provider)
         self.log = get_logger("observability.delivery")
 

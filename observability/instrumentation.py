@@ -13,7 +13,7 @@ from observability import names
 from observability.delivery import DeliveryRecorder
 from observability.http.telemetry import HttpTelemetryMiddleware
 from observability.logs.configuration import configure_logging, get_logger
-from observability.logs.redaction import redact
+from observability.logs.redaction import redact, redact_query_string
 from observability.metrics import directory, multiprocess
 from observability.metrics.delivery import DeliveryMetrics
 from observability.metrics.exposition import metrics_response, serve_metrics
@@ -163,6 +163,7 @@ def instrument(
         tracer_provider=telemetry.tracer_provider,
         excluded_paths=excluded_paths,
         mask=redact if settings.log_masking else str,
+        mask_query=redact_query_string if settings.log_masking else str,
     )
     return telemetry
 

@@ -55,8 +55,13 @@ ATTR_TASK_BACKEND: Final = "background_task.backend"
 ATTR_TASK_OUTCOME: Final = "background_task.outcome"
 ATTR_TASK_QUEUE_WAIT: Final = "background_task.queue_wait_seconds"
 PUBLISH_SPAN_PREFIX: Final = "publish"  # the API's PRODUCER span: "publish {queue}"
+PROCESS_SPAN_PREFIX: Final = "process"  # a Celery worker's CONSUMER run span: "process {queue}"
+MESSAGING_SYSTEM_CELERY: Final = "celery"
 ATTR_MESSAGING_SYSTEM: Final = "messaging.system"
 ATTR_MESSAGING_DESTINATION: Final = "messaging.destination.name"
+ATTR_MESSAGING_OPERATION_NAME: Final = "messaging.operation.name"  # the span name's first word
+ATTR_MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"  # "send" or "process"
+ATTR_MESSAGING_MESSAGE_ID: Final = "messaging.message.id"  # the task id
 ATTR_DELIVERY_CHANNEL: Final = "notification.channel"
 ATTR_DELIVERY_ATTEMPT: Final = "notification.attempt"
 

@@ -32,7 +32,9 @@ def instrument_worker(
 ) -> "WorkerProcess":
     """Register the task that runs ``tasks`` (by name, as the API's ``Tasks`` publishes them)
     on ``app`` and connect the worker's signals. Call it at import time of the module named by
-    ``celery -A``."""
+    ``celery -A``. ``service_name``: the worker's ``service.name`` unless ``OTEL_SERVICE_NAME``
+    or ``OTEL_RESOURCE_ATTRIBUTES`` sets one; by default the settings' ``service_name`` plus
+    ``-worker``."""
     metrics_dir = directory.claim("notify-worker-metrics")
     from observability.backends.celery_worker import register_run_task
     from observability.backends.worker_process import WorkerProcess

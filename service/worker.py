@@ -17,7 +17,6 @@ worker = instrument_worker(
     app,
     settings,
     notifications.tasks(),
-    service_name="notification-worker",
     failure_sink=notifications.report_failure,
     prepare=notifications.ensure_data_dir,
     delivery_channels=settings.delivery_channels(),

@@ -5,6 +5,7 @@ import os
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -53,9 +54,11 @@ def finished(worker: WorkerProcess, task: str, outcome: str) -> float:
 
 
 def test_worker_runs_tasks_and_continues_the_request_trace(
-    stack: tuple[ServiceProcess, WorkerProcess], otlp_receiver: OtlpReceiver
+    stack: tuple[ServiceProcess, WorkerProcess], otlp_receiver: OtlpReceiver, broker_url: str
 ) -> None:
-    """Tasks published by the API run on the worker; its span continues the request's trace."""
+    """Tasks published by the API run on the worker; its span continues the request's trace.
+    The publish span is PRODUCER ``publish celery``, the run's CONSUMER ``process celery``, both
+    with the messaging conventions' attributes; the run's keeps its ``background_task.*``."""
     api, worker = stack
     assert api.client.get("/readyz").status_code == 200
     task_id = api.client.post("/send-notification/a@example.com").json()["task_ids"][0]
@@ -66,7 +69,7 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     assert (api.data_dir / "sms_log.txt").read_text() == "+8613812345678:hi\n"
     assert api.value("background_task_enqueued_total", task="write_log", backend="celery") == 1
     assert worker.value("background_task_capacity", backend="celery") == 2
-    task_span = wait_until(lambda: otlp_receiver.named("background_task write_log"))[0]
+    task_span = run_span(otlp_receiver, task_id)
     server = wait_until(lambda: otlp_receiver.named("POST /send-notification"))[0]
     publish = published_span(otlp_receiver, task_id)
     assert task_span.trace_id == publish.trace_id == server.trace_id
@@ -77,6 +80,26 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     attributes = span_attributes(task_span)
     assert attributes["background_task.backend"] == "celery"
     assert attributes["background_task.id"] == task_id
+    assert attributes["background_task.name"] == "write_log"
+    assert attributes["background_task.outcome"] == "success"
+    broker = urlsplit(broker_url)
+    messaging = {
+        "messaging.system": "celery",
+        "messaging.destination.name": "celery",
+        "messaging.message.id": task_id,
+        "server.address": broker.hostname,
+        "server.port": broker.port,
+    }
+    assert task_span.name == "process celery"
+    assert attributes | messaging == attributes
+    assert attributes["messaging.operation.name"] == "process"
+    assert attributes["messaging.operation.type"] == "process"
+    published = span_attributes(publish)
+    assert publish.name == "publish celery"
+    assert published | messaging == published
+    assert published["messaging.operation.name"] == "publish"
+    assert published["messaging.operation.type"] == "send"
+    assert "error.type" not in attributes and "error.type" not in published
     ended = [e for e in worker.logs() if e.get("event") == "task.succeeded"]
     ended = [e for e in ended if e["task"] == "write_log"]  # children run concurrently
     assert ended[0]["trace_id"] == task_span.trace_id.hex()
@@ -86,6 +109,17 @@ def test_worker_runs_tasks_and_continues_the_request_trace(
     record = wait_until(lambda: record_in(api, task_id, "succeeded"))
     assert record["name"] == "write_log" and record["backend"] == "celery"
     assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]
+
+
+def run_span(receiver: OtlpReceiver, task_id: str) -> Span:
+    """The worker's CONSUMER span of the run of ``task_id``."""
+    return wait_until(
+        lambda: [
+            span
+            for span in receiver.named("process celery")
+            if span_attributes(span)["background_task.id"] == task_id
+        ]
+    )[0]
 
 
 def published_span(receiver: OtlpReceiver, task_id: str) -> Span:
@@ -117,7 +151,7 @@ def test_link_mode_roots_the_run_in_a_trace_linked_to_the_request(
     api = start_service(NOTIFY_TASK_BACKEND="celery", **env, **otlp_env(otlp_receiver))
     task_id = api.client.post("/send-notification/a@example.com").json()["task_ids"][0]
     wait_until(lambda: finished(worker, "write_log", "success") == 1)
-    run = wait_until(lambda: otlp_receiver.named("background_task write_log"))
+    run = wait_until(lambda: otlp_receiver.named("process celery"))
     publish = published_span(otlp_receiver, task_id)
     assert len(run) == 1
     assert run[0].trace_id != publish.trace_id and not run[0].parent_span_id
@@ -127,9 +161,10 @@ def test_link_mode_roots_the_run_in_a_trace_linked_to_the_request(
 
 
 def test_worker_failure_and_timeout_are_reported(
-    stack: tuple[ServiceProcess, WorkerProcess],
+    stack: tuple[ServiceProcess, WorkerProcess], otlp_receiver: OtlpReceiver
 ) -> None:
-    """On the worker a failing run counts by exception; a run over the limit is a timeout."""
+    """On the worker a failing run counts by exception; a run over the limit is a timeout;
+    their spans carry the exception's class name as ``error.type``."""
     api, worker = stack
     (api.data_dir / "log.txt").mkdir()
     failed_id = api.client.post("/safe-notify").json()["task_ids"][0]
@@ -149,6 +184,9 @@ def test_worker_failure_and_timeout_are_reported(
     assert not [e for e in worker.logs() if e.get("event") == "task.overran"]
     assert f"id={slow_id} outcome=timeout" in (api.data_dir / "error.log").read_text()
     assert worker.value("background_task_in_progress", task="safe_write_log", backend="celery") == 0
+    failed = span_attributes(run_span(otlp_receiver, failed_id))
+    slow = span_attributes(run_span(otlp_receiver, slow_id))
+    assert (failed["error.type"], slow["error.type"]) == ("IsADirectoryError", "TaskTimeout")
 
 
 def test_queue_depth_and_oldest_pending_come_from_the_broker(
@@ -164,13 +202,18 @@ def test_queue_depth_and_oldest_pending_come_from_the_broker(
     assert oldest > 0
 
 
-def test_unreachable_broker_is_503_enqueue_error(start_service: Any) -> None:
-    """With the broker down, requests get 503 (reason enqueue_error), counted; not ready."""
+def test_unreachable_broker_is_503_enqueue_error(
+    start_service: Any, otlp_receiver: OtlpReceiver
+) -> None:
+    """With the broker down, requests get 503 (reason enqueue_error), counted; not ready; the
+    publish span is ERROR with the exception's class name as ``error.type``."""
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     api = start_service(
-        NOTIFY_TASK_BACKEND="celery", NOTIFY_BROKER_URL=f"redis://127.0.0.1:{port}/0"
+        NOTIFY_TASK_BACKEND="celery",
+        NOTIFY_BROKER_URL=f"redis://127.0.0.1:{port}/0",
+        **otlp_env(otlp_receiver),
     )
     response = api.client.post("/send-notification/a@example.com")
     assert response.status_code == 503
@@ -185,6 +228,11 @@ def test_unreachable_broker_is_503_enqueue_error(start_service: Any) -> None:
         == 1
     )
     wait_until(lambda: api.client.get("/readyz").status_code == 503)
+    [publish] = wait_until(lambda: otlp_receiver.named("publish celery"))
+    assert publish.status.code == publish.status.STATUS_CODE_ERROR
+    error_type = span_attributes(publish)["error.type"]
+    assert error_type.isidentifier() and str(port) not in error_type
+    assert span_attributes(publish)["server.port"] == port
 
 
 def test_failed_runs_are_retried_then_fail(

@@ -49,6 +49,7 @@ def test_failure_counts_exception_writes_error_log_and_span(
     span = wait_until(lambda: [s for s in otlp_receiver.named("background_task write_log")])[0]
     assert span.status.code == 2  # STATUS_CODE_ERROR
     assert span_attributes(span)["background_task.outcome"] == "failure"
+    assert span_attributes(span)["error.type"] == "IsADirectoryError"
     assert [event.name for event in span.events] == ["exception"]
     failed = service.events("task.failed")
     assert failed[0]["error_type"] == "IsADirectoryError"

@@ -18,6 +18,7 @@ from observability.tasks.admission import Admission, BackendUnavailable
 from observability.tasks.batch import TaskCall
 from observability.tasks.journal import TaskState
 from observability.tasks.recorder import Recorder
+from observability.tracing.destination import Destination
 
 POLL_SECONDS = 2.0
 _TIMEOUT_ERRORS = ("TaskTimeout", "TimeLimitExceeded")  # ours, and Celery's at the hard limit
@@ -30,6 +31,7 @@ class CeleryBackend:
         self.recorder = recorder
         self.app = app
         self.queue = queue
+        self.destination = Destination.of(str(app.conf.broker_url or ""), queue)
         self._accepting = False
         self._broker_ok = False
         self._poller: asyncio.Task[None] | None = None
@@ -96,7 +98,7 @@ class CeleryBackend:
         for call in calls:
             envelope = call.envelope
             try:
-                with self.recorder.publishing(envelope, self.queue):
+                with self.recorder.publishing(envelope, self.destination):
                     self.app.send_task(
                         RUN_TASK, args=[message_of(envelope)], task_id=envelope.id, queue=self.queue
                     )

@@ -11,6 +11,7 @@ from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry, start_http_server
 
 from observability import names
+from observability.backends.celery_app import CELERY_QUEUE
 from observability.backends.celery_message import envelope_from_message
 from observability.backends.celery_worker import WorkerRuntime
 from observability.delivery import DeliveryRecorder
@@ -23,6 +24,7 @@ from observability.tasks.failure import FailureSink
 from observability.tasks.function import TaskFunction
 from observability.tasks.recorder import Recorder
 from observability.tasks.timeout import HardTimeLimitExceeded
+from observability.tracing.destination import Destination
 from observability.tracing.provider import create_tracer_provider, shutdown_tracer_provider
 
 BACKEND = "celery"
@@ -31,8 +33,9 @@ _KILLED_REMEMBERED = 1000
 
 class WorkerProcess:
     """``tasks``: the task table by name; ``service_name``: of the worker's spans (unless
-    ``OTEL_SERVICE_NAME`` says otherwise); ``failure_sink`` gets every run that did not succeed;
-    ``prepare`` runs in each process before its first task (e.g. creating a data folder)."""
+    ``OTEL_SERVICE_NAME`` or ``OTEL_RESOURCE_ATTRIBUTES`` says otherwise); ``failure_sink``
+    gets every run that did not succeed; ``prepare`` runs in each process before its first task
+    (e.g. creating a data folder)."""
 
     def __init__(
         self,
@@ -119,6 +122,7 @@ class WorkerProcess:
             failure_sink=self.failure_sink,
             span_kind=SpanKind.CONSUMER,
             link_parent=settings.celery_trace_mode == "link",
+            consumes=Destination.of(settings.broker_url, CELERY_QUEUE),
             lifecycle_events=settings.log_task_lifecycle,
             delivery=DeliveryRecorder(self.delivery_metrics(), self._provider),
         )

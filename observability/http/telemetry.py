@@ -14,15 +14,20 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.semconv.attributes import (
+    client_attributes,
     error_attributes,
     http_attributes,
+    network_attributes,
+    server_attributes,
     url_attributes,
+    user_agent_attributes,
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from observability.logs.redaction import redact_query_string
 from observability.metrics.http import HttpMetrics
-from observability.tracing import ids
+from observability.tracing import ids, scope
 from observability.tracing.exceptions import record_masked
 
 UNMATCHED_ROUTE = "<unmatched>"
@@ -30,6 +35,7 @@ KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
 OTHER_METHOD = "_OTHER"  # any other method: clients must not be able to mint series
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def route_template(scope: Scope) -> str | None:
@@ -63,8 +69,9 @@ def _parent_context(scope: Scope, fields: frozenset[bytes]) -> otel_context.Cont
 
 class HttpTelemetryMiddleware:
     """Server span and HTTP metrics of every request, but for ``excluded_paths`` (probes and
-    ``/metrics``). ``mask`` scrubs user values from the raw path (the ``url.path`` attribute)
-    and from exception messages; the query string is never recorded."""
+    ``/metrics``). ``mask`` scrubs user values from the raw path (the ``url.path`` attribute),
+    the user agent and exception messages; ``mask_query`` from the query string (``url.query``:
+    by default every value is replaced by ``***``)."""
 
     def __init__(
         self,
@@ -74,12 +81,14 @@ class HttpTelemetryMiddleware:
         tracer_provider: TracerProvider,
         excluded_paths: Iterable[str],
         mask: Callable[[str], str],
+        mask_query: Callable[[str], str] = redact_query_string,
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.tracer = tracer_provider.get_tracer(__name__)
+        self.tracer = scope.tracer(tracer_provider, __name__)
         self.excluded_paths = frozenset(excluded_paths)
         self.mask = mask
+        self.mask_query = mask_query
         self.propagation_fields = frozenset(
             name.encode("latin-1") for name in propagate.get_global_textmap().fields
         )
@@ -135,16 +144,60 @@ class HttpTelemetryMiddleware:
             otel_context.detach(token)
 
     def _request_attributes(self, scope: Scope, method: str) -> dict[str, Any]:
-        """The semantic conventions' required request attributes (each attribute costs at
-        every export; the listening address and protocol version say nothing per request)."""
+        """The HTTP semantic conventions' request attributes (required and recommended), once
+        per sampled request: the query string and the user agent masked, the server's address
+        and port as the client named them (``Host``), else where it was listening."""
+        scheme = scope.get("scheme", "http")
         attributes: dict[str, Any] = {
             http_attributes.HTTP_REQUEST_METHOD: method,
-            url_attributes.URL_SCHEME: scope.get("scheme", "http"),
+            url_attributes.URL_SCHEME: scheme,
             url_attributes.URL_PATH: self.mask(scope["path"]),
+            network_attributes.NETWORK_PROTOCOL_VERSION: scope.get("http_version", "1.1"),
         }
         if method == OTHER_METHOD:
             attributes[http_attributes.HTTP_REQUEST_METHOD_ORIGINAL] = scope["method"][:32]
+        if query := scope.get("query_string"):
+            query_text = self.mask_query(query.decode("latin-1"))
+            attributes[url_attributes.URL_QUERY] = self.mask(query_text)
+        if client := scope.get("client"):
+            attributes[client_attributes.CLIENT_ADDRESS] = client[0]
+        host, agent = _host_and_user_agent(scope["headers"])
+        if agent is not None:
+            attributes[user_agent_attributes.USER_AGENT_ORIGINAL] = self.mask(agent)
+        attributes.update(_server_address(host, scope.get("server"), scheme, self.mask))
         return attributes
+
+
+def _host_and_user_agent(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The ``Host`` and ``User-Agent`` headers' values, in one pass over the headers."""
+    host = agent = None
+    for name, value in headers:
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"user-agent":
+            agent = value.decode("latin-1")
+    return host, agent
+
+
+def _server_address(
+    host: str | None, server: tuple[str, int | None] | None, scheme: str, mask: Callable[[str], str]
+) -> dict[str, Any]:
+    """``server.address``/``server.port`` from the ``Host`` header (its port, else the scheme's
+    default), else from the listening socket (ASGI ``server``); nothing if neither."""
+    if host:
+        name, colon, port = host.rpartition(":")
+        bracketed = name.startswith("[") and name.endswith("]")
+        if not colon or not port.isdigit() or (":" in name and not bracketed):
+            name, port = host, ""
+        return {
+            server_attributes.SERVER_ADDRESS: mask(name.strip("[]")),
+            server_attributes.SERVER_PORT: int(port) if port else DEFAULT_PORTS.get(scheme, 80),
+        }
+    if server is None:
+        return {}
+    if server[1] is None:  # a Unix socket
+        return {server_attributes.SERVER_ADDRESS: server[0]}
+    return {server_attributes.SERVER_ADDRESS: server[0], server_attributes.SERVER_PORT: server[1]}
 
 
 def _finish_span(

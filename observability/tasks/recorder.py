@@ -21,6 +21,7 @@ from observability.tasks.failure import FailureReport, FailureSink
 from observability.tasks.journal import TaskJournal
 from observability.tasks.run import Run
 from observability.tasks.timeout import timeout_message
+from observability.tracing.destination import Destination
 from observability.tracing.task_span import TaskSpans
 
 if TYPE_CHECKING:
@@ -43,13 +44,16 @@ class Recorder:
         failure_sink: FailureSink | None = None,
         span_kind: SpanKind = SpanKind.INTERNAL,
         link_parent: bool = False,
+        consumes: Destination | None = None,
         lifecycle_events: bool = False,
         delivery: "DeliveryRecorder | None" = None,
     ) -> None:
         self.backend = backend
         self.delivery = delivery
         self.metrics = metrics
-        self.spans = TaskSpans(tracer_provider, backend, kind=span_kind, link_parent=link_parent)
+        self.spans = TaskSpans(
+            tracer_provider, backend, kind=span_kind, link_parent=link_parent, consumes=consumes
+        )
         self.timeout = timeout
         self.journal = journal
         self.failure_sink = failure_sink
@@ -112,10 +116,12 @@ class Recorder:
         self.metrics.redelivered.labels(envelope.name, self.backend).inc()
         self.log.warning(names.EVENT_REDELIVERED, task=envelope.name, task_id=envelope.id)
 
-    def publishing(self, envelope: TaskEnvelope, queue: str) -> AbstractContextManager[Span]:
+    def publishing(
+        self, envelope: TaskEnvelope, destination: Destination
+    ) -> AbstractContextManager[Span]:
         """The PRODUCER span (child of the request's) in which ``envelope`` is sent to a broker
-        ``queue``; the message carries its context, so the run's span continues the trace."""
-        return self.spans.publish(envelope, queue)
+        queue; the message carries its context, so the run's span continues the trace."""
+        return self.spans.publish(envelope, destination, mask)
 
     # -- the backend's state ------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """A failure recorded on a span with its message and stack trace masked: neither may carry
-user values (e-mail addresses, phone numbers) to the tracing backend."""
+user values (e-mail addresses, phone numbers) to the tracing backend. Its ``error.type`` is the
+exception's class name, never a message."""
 
 import traceback
 from collections.abc import Callable
 
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, Status, StatusCode
 
 
@@ -27,7 +29,9 @@ def mark_failed(
     error: BaseException | None,
     mask: Callable[[str], str],
 ) -> None:
-    """Status ERROR (``{error_type}: {message}``, masked) and, if any, the exception event."""
+    """Status ERROR (``{error_type}: {message}``, masked), ``error.type`` and, if any, the
+    exception event. ``error_type``: the exception's class name."""
+    span.set_attribute(ERROR_TYPE, error_type)
     span.set_status(Status(StatusCode.ERROR, f"{error_type}: {mask(message)}"))
     if error is not None:
         record_masked(span, error, mask, message)

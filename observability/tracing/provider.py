@@ -3,7 +3,12 @@
 import os
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import (
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    OTELResourceDetector,
+    Resource,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import NoOpTracerProvider
@@ -14,6 +19,7 @@ from observability import names
 from observability.logs.configuration import LogFormat, get_logger
 from observability.tracing.accounting import AccountedSpanProcessor, SpanExportMetrics
 from observability.tracing.process_exporter import ProcessSpanExporter
+from observability.tracing.scope import VERSION
 
 SUPPORTED_PROTOCOLS = ("http/protobuf",)
 
@@ -36,8 +42,7 @@ def create_tracer_provider(
     metrics = SpanExportMetrics(registry if registry is not None else CollectorRegistry())
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return NoOpTracerProvider()
-    attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: default_service_name}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    provider = TracerProvider(resource=create_resource(default_service_name))
     if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
             "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
@@ -53,6 +58,17 @@ def create_tracer_provider(
         )
         provider.add_span_processor(AccountedSpanProcessor(exporter, metrics))
     return provider
+
+
+def create_resource(default_service_name: str) -> Resource:
+    """The SDK's resource, with ``service.name`` from ``OTEL_SERVICE_NAME``, else from
+    ``OTEL_RESOURCE_ATTRIBUTES``, else ``default_service_name``; ``service.version`` from
+    ``OTEL_RESOURCE_ATTRIBUTES``, else this package's version."""
+    ours: dict[str, str] = {SERVICE_NAME: default_service_name}
+    if VERSION is not None:
+        ours[SERVICE_VERSION] = VERSION
+    configured = OTELResourceDetector().detect().attributes
+    return Resource.create({key: value for key, value in ours.items() if key not in configured})
 
 
 def shutdown_tracer_provider(provider: ApiTracerProvider) -> None:

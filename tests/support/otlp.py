@@ -15,6 +15,7 @@ class OtlpReceiver:
 
     def __init__(self) -> None:
         self.spans: list[tuple[dict[str, Any], Span]] = []
+        self.scopes: dict[bytes, tuple[str, str]] = {}  # span id -> scope name and version
         self.lock = threading.Lock()
         receiver = self
 
@@ -30,6 +31,8 @@ class OtlpReceiver:
                         }
                         for scope_spans in resource_spans.scope_spans:
                             receiver.spans.extend((resource, s) for s in scope_spans.spans)
+                            scope = (scope_spans.scope.name, scope_spans.scope.version)
+                            receiver.scopes.update((s.span_id, scope) for s in scope_spans.spans)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.end_headers()
