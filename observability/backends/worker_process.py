@@ -8,7 +8,7 @@ from typing import Any
 
 from celery.exceptions import TimeLimitExceeded
 from opentelemetry.trace import SpanKind, TracerProvider
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from observability import names
 from observability.backends.celery_app import CELERY_QUEUE
@@ -18,6 +18,7 @@ from observability.delivery import DeliveryRecorder
 from observability.logs.configuration import configure_logging, get_logger
 from observability.metrics import directory, multiprocess
 from observability.metrics.delivery import DeliveryMetrics
+from observability.metrics.exposition import serve_metrics
 from observability.metrics.tasks import TaskMetrics
 from observability.settings import ObservabilitySettings, retry_policy
 from observability.tasks.failure import FailureSink
@@ -87,7 +88,7 @@ class WorkerProcess:
         self.delivery_metrics().declare(self.delivery_channels)
         port = self.settings.worker_metrics_port
         if port:
-            start_http_server(port, registry=multiprocess.exposition_registry(self.metrics_dir))
+            serve_metrics(port, multiprocess.exposition_registry(self.metrics_dir))
         get_logger("observability.worker").info(
             names.EVENT_WORKER_STARTED, metrics_port=port, concurrency=concurrency, pool=pool
         )
