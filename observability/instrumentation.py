@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from observability import names
 from observability.delivery import DeliveryRecorder
 from observability.http.telemetry import HttpTelemetryMiddleware
+from observability.logs.access_log import AccessLog
 from observability.logs.configuration import configure_logging, get_logger
 from observability.logs.redaction import redact, redact_query_string
 from observability.metrics import directory, multiprocess
@@ -144,7 +145,7 @@ def instrument(
         settings.log_format,
         settings.log_level,
         masking=settings.log_masking,
-        access_log=settings.access_log,
+        message_key=settings.log_message_key,
     )
     registry = registry if registry is not None else new_registry()
     telemetry = Telemetry(
@@ -164,6 +165,7 @@ def instrument(
         excluded_paths=excluded_paths,
         mask=redact if settings.log_masking else str,
         mask_query=redact_query_string if settings.log_masking else str,
+        access_log=AccessLog() if settings.access_log else None,
     )
     return telemetry
 

@@ -3,11 +3,13 @@ application subclasses them with its own fields and prefix (the service: ``NOTIF
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from observability.tasks.retry import RetryPolicy
 
+# Keys every log line has already: the message can't be copied under one of them.
+BASE_LOG_KEYS = frozenset({"event", "level", "timestamp", "logger", "trace_id", "span_id"})
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
 
 
@@ -28,6 +30,7 @@ class ObservabilitySettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: LogLevel = "INFO"
     log_masking: bool = True
+    log_message_key: str = Field("message", pattern=r"^([A-Za-z_@][A-Za-z0-9_.@-]*)?$")
     log_task_lifecycle: bool = False
     access_log: bool = False
     metrics_token: SecretStr = SecretStr("")
@@ -37,6 +40,13 @@ class ObservabilitySettings(BaseSettings):
     worker_pool: Literal["prefork", "threads"] = "prefork"
     celery_trace_mode: Literal["child", "link"] = "child"
     broker_visibility_timeout_seconds: float = Field(3600.0, gt=0)
+
+    @field_validator("log_message_key")
+    @classmethod
+    def _message_key_is_free(cls, key: str) -> str:
+        if key in BASE_LOG_KEYS:
+            raise ValueError(f"{key!r} is a key of every log line already")
+        return key
 
 
 def retry_policy(settings: ObservabilitySettings) -> RetryPolicy:

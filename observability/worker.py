@@ -38,6 +38,7 @@ def instrument_worker(
     metrics_dir = directory.claim("notify-worker-metrics")
     from observability.backends.celery_worker import register_run_task
     from observability.backends.worker_process import WorkerProcess
+    from observability.logs.worker_output import connect_worker_output
 
     worker = WorkerProcess(
         settings,
@@ -54,6 +55,7 @@ def instrument_worker(
         max_retries=settings.task_max_retries,
     )
     _connect_signals(worker)
+    connect_worker_output(app, settings.log_format, worker.configure_logging)
     return worker
 
 

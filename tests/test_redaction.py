@@ -18,10 +18,14 @@ from observability.logs.redaction import mask, mask_value
         ("phone=%2B8613812345678&msg=hi", "phone=%2B86*******5678&msg=hi"),
         ("+15551234567:hello", "+15*****4567:hello"),
         ("no personal data 12345", "no personal data 12345"),
+        ("celery@vm ready.", "celery@vm ready."),
+        ("worker1@host-2 and user@example.com", "worker1@host-2 and u***@example.com"),
+        ("celery%40vm user%40mail.example.org.", "celery%40vm u***%40mail.example.org."),
     ],
 )
 def test_mask(text: str, masked: str) -> None:
-    """E-mails keep their first character and domain; phones their first two and last four."""
+    """E-mails keep their first character and domain; phones their first two and last four;
+    node names (a domain without a dot) are not e-mail addresses."""
     assert mask(text) == masked
 
 

@@ -66,7 +66,12 @@ class WorkerProcess:
 
     def configure_logging(self) -> None:
         settings = self.settings
-        configure_logging(settings.log_format, settings.log_level, masking=settings.log_masking)
+        configure_logging(
+            settings.log_format,
+            settings.log_level,
+            masking=settings.log_masking,
+            message_key=settings.log_message_key,
+        )
 
     def start(self, concurrency: int, pool: str) -> None:
         """In the main process, before the pool starts: a clean metrics directory, the series of

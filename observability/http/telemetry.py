@@ -25,6 +25,7 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from observability.logs.access_log import AccessLog
 from observability.logs.redaction import redact_query_string
 from observability.metrics.http import HttpMetrics
 from observability.tracing import ids, scope
@@ -71,7 +72,8 @@ class HttpTelemetryMiddleware:
     """Server span and HTTP metrics of every request, but for ``excluded_paths`` (probes and
     ``/metrics``). ``mask`` scrubs user values from the raw path (the ``url.path`` attribute),
     the user agent and exception messages; ``mask_query`` from the query string (``url.query``:
-    by default every value is replaced by ``***``)."""
+    by default every value is replaced by ``***``). ``access_log``, if given, logs each request
+    once its response has been sent."""
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class HttpTelemetryMiddleware:
         excluded_paths: Iterable[str],
         mask: Callable[[str], str],
         mask_query: Callable[[str], str] = redact_query_string,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -89,6 +92,7 @@ class HttpTelemetryMiddleware:
         self.excluded_paths = frozenset(excluded_paths)
         self.mask = mask
         self.mask_query = mask_query
+        self.access_log = access_log
         self.propagation_fields = frozenset(
             name.encode("latin-1") for name in propagate.get_global_textmap().fields
         )
@@ -118,9 +122,12 @@ class HttpTelemetryMiddleware:
             done = True
             active.dec()
             route = route_template(scope)
+            duration = time.perf_counter() - start
             self.metrics.duration_for(method, route or UNMATCHED_ROUTE, str(status)).observe(
-                time.perf_counter() - start, exemplar=ids.exemplar(span.get_span_context())
+                duration, exemplar=ids.exemplar(span.get_span_context())
             )
+            if self.access_log is not None:
+                self.access_log.record(scope, method, route, status, duration)
             if span.is_recording():
                 _finish_span(span, method, route, status, error, self.mask)
             span.end()

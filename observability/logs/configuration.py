@@ -1,12 +1,12 @@
 """structlog set-up: JSON lines (or console) on stdout, trace ids, masking. Our own events take
-structlog's fast path (no stdlib ``logging`` round trip, orjson); stdlib loggers (uvicorn's own
-and access logs, Celery's) are routed through the same processors by a ``ProcessorFormatter``."""
+structlog's fast path (no stdlib ``logging`` round trip, orjson); stdlib loggers (uvicorn's,
+Celery's, Python warnings) are routed through the same processors by a ``ProcessorFormatter``.
+uvicorn's access log stays off: the access line comes from ``observability.logs.access_log``."""
 
 import logging
 import sys
 from typing import Any, Literal
 
-import orjson
 import structlog
 from structlog.typing import FilteringBoundLogger, Processor
 
@@ -14,6 +14,8 @@ from observability.logs.processors import (
     add_timestamp,
     add_trace_ids,
     drop_stdlib_extras,
+    json_renderer,
+    json_text_renderer,
     mask_personal_data,
 )
 
@@ -25,20 +27,13 @@ _STDLIB_LOGGERS = (
     "celery",
     "celery.worker",
     "celery.app.trace",
+    "py.warnings",
 )
 
 
 # Celery's own line per task received and per task succeeded: the runner's events say the same
 # (with timestamps and trace ids), so below DEBUG only their warnings and errors are logged.
 _PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
-
-
-def _dumps(value: Any, **_: Any) -> bytes:
-    return orjson.dumps(value, default=str)
-
-
-def _dumps_text(value: Any, **_: Any) -> str:
-    return _dumps(value).decode()
 
 
 def _common() -> list[Processor]:
@@ -55,19 +50,20 @@ def configure_logging(
     level: str = "INFO",
     *,
     masking: bool = True,
-    access_log: bool = False,
+    message_key: str = "message",
 ) -> None:
-    """One event per line on stdout, for structlog and stdlib loggers alike; personal data
-    masked unless ``masking`` is off; uvicorn's access log only with ``access_log`` (it repeats
-    what the request metric and span record), Celery's per-task lines only at DEBUG."""
+    """One event per line on stdout, for structlog and stdlib loggers alike (Python warnings
+    included); personal data masked unless ``masking`` is off; JSON lines carry the event under
+    ``message_key`` too (the key log platforms read; none if empty); Celery's per-task lines
+    only at DEBUG; uvicorn's access log never (see ``observability.logs.access_log``)."""
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     stdout = sys.__stdout__ or sys.stdout  # the real stdout, even under Celery's redirection
     last: list[Processor] = [structlog.processors.format_exc_info]
     if masking:
         last.append(mask_personal_data)
     if log_format == "json":
-        renderer: Processor = structlog.processors.JSONRenderer(serializer=_dumps)
-        text_renderer: Processor = structlog.processors.JSONRenderer(serializer=_dumps_text)
+        renderer: Processor = json_renderer(message_key)
+        text_renderer: Processor = json_text_renderer(message_key)
         factory: Any = structlog.BytesLoggerFactory(stdout.buffer)
     else:
         renderer = text_renderer = structlog.dev.ConsoleRenderer(colors=False)
@@ -92,7 +88,8 @@ def configure_logging(
         stdlib_logger = logging.getLogger(name)
         stdlib_logger.handlers[:] = []
         stdlib_logger.propagate = True
-    logging.getLogger("uvicorn.access").disabled = not access_log
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.captureWarnings(True)
     per_task = logging.WARNING if numeric_level > logging.DEBUG else logging.NOTSET
     for name in _PER_TASK_LOGGERS:
         logging.getLogger(name).setLevel(per_task)

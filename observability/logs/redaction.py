@@ -5,9 +5,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+# The domain needs a dot: ``celery@vm`` or ``worker1@host-2`` is a Celery node name, not an
+# address (and the API refuses dotless domains as e-mail addresses).
 _EMAIL = re.compile(
     r"([A-Za-z0-9!#$%'*+^_`{|}~.-])[A-Za-z0-9!#$%'*+^_`{|}~.-]*(@|%40)"
-    r"([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)",
+    r"([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)",
     re.IGNORECASE,
 )
 _PHONE = re.compile(r"(\+|%2B)(\d{2})(\d{1,9})(\d{4})(?!\d)", re.IGNORECASE)
@@ -22,7 +24,8 @@ def _mask_phone(match: re.Match[str]) -> str:
 
 
 def mask(text: str) -> str:
-    """``user@example.com`` -> ``u***@example.com``, ``+8613812345678`` -> ``+86*******5678``."""
+    """``user@example.com`` -> ``u***@example.com``, ``+8613812345678`` -> ``+86*******5678``;
+    node names such as ``celery@vm`` stay as they are."""
     if "@" not in text and "+" not in text and "%" not in text:
         return text
     text = _EMAIL.sub(r"\1***\2\3", text)

@@ -69,7 +69,10 @@ def worker_command(hostname: str) -> list[str]:
 
 class ChildProcess:
     """A real process, its output (stdout and stderr; JSON log lines for ours) in a file, with a
-    clean environment (no inherited ``NOTIFY_*``/``OTEL_*``) plus ``env``."""
+    clean environment (no inherited ``NOTIFY_*``/``OTEL_*``) plus ``env``. A subclass with
+    ``separate_stderr`` keeps stderr in a file of its own (``stderr_path``)."""
+
+    separate_stderr = False
 
     def __init__(
         self, command: list[str], stdout_path: Path, env: dict[str, str], name: str = ""
@@ -77,13 +80,17 @@ class ChildProcess:
         self.name = name or " ".join(command[:5])
         self.stdout_path = stdout_path
         self._stdout = stdout_path.open("wb")
+        self.stderr_path = stdout_path.with_suffix(".stderr")
+        stderr = self.stderr_path.open("wb") if self.separate_stderr else subprocess.STDOUT
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,
             env=clean_environment() | {"PYTHONUNBUFFERED": "1"} | env,
             stdout=self._stdout,
-            stderr=subprocess.STDOUT,
+            stderr=stderr,
         )
+        if not isinstance(stderr, int):
+            stderr.close()  # the child has its own copy
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
