@@ -39,6 +39,7 @@ class ObservabilitySettings(BaseSettings):
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
     worker_pool: Literal["prefork", "threads"] = "prefork"
     celery_trace_mode: Literal["child", "link"] = "child"
+    celery_task_events: bool = False
     broker_visibility_timeout_seconds: float = Field(3600.0, gt=0)
 
     @field_validator("log_message_key")

@@ -53,6 +53,7 @@ def instrument_worker(
         app,
         worker.runtime,
         max_retries=settings.task_max_retries,
+        task_names=tasks,
     )
     _connect_signals(worker)
     connect_worker_output(app, settings.log_format, worker.configure_logging)

@@ -36,7 +36,11 @@ def create_celery_app(settings: ObservabilitySettings, main: str | None = None) 
         worker_deduplicate_successful_tasks=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        worker_send_task_events=False,
+        # Celery's task events (Flower, celery-exporter): the workers' (``-E``) and the
+        # publisher's ``task-sent``, so queued tasks show too. Flower turns the workers' on
+        # remotely whatever this says; what they carry is masked (celery_message).
+        worker_send_task_events=settings.celery_task_events,
+        task_send_sent_event=settings.celery_task_events,
         broker_connection_retry_on_startup=True,
         task_publish_retry_policy={
             "max_retries": 2,

@@ -12,7 +12,12 @@ from celery.result import AsyncResult
 from starlette.concurrency import run_in_threadpool
 
 from observability import names
-from observability.backends.celery_message import RUN_TASK, TIMED_OUT, message_of
+from observability.backends.celery_message import (
+    TIMED_OUT,
+    celery_name,
+    masked_reprs,
+    message_of,
+)
 from observability.backends.redis_queue import QueueState, read_queue
 from observability.tasks.admission import Admission, BackendUnavailable
 from observability.tasks.batch import TaskCall
@@ -21,7 +26,9 @@ from observability.tasks.recorder import Recorder
 from observability.tracing.destination import Destination
 
 POLL_SECONDS = 2.0
-_TIMEOUT_ERRORS = ("TaskTimeout", "TimeLimitExceeded")  # ours, and Celery's at the hard limit
+# ours, and Celery's at the hard limit; by class name only: the worker stores a stand-in of
+# the run's error that keeps its name (observability/backends/celery_error.py)
+_TIMEOUT_ERRORS = ("TaskTimeout", "HardTimeLimitExceeded", "TimeLimitExceeded")
 
 
 class CeleryBackend:
@@ -76,8 +83,7 @@ class CeleryBackend:
             return {"state": TaskState.QUEUED, "error_type": type(value).__name__}
         if state == "FAILURE":
             error_type = type(value).__name__
-            timed_out = isinstance(value, TimeoutError) or error_type in _TIMEOUT_ERRORS
-            failed = TaskState.TIMED_OUT if timed_out else TaskState.FAILED
+            failed = TaskState.TIMED_OUT if error_type in _TIMEOUT_ERRORS else TaskState.FAILED
             return {"state": failed, "error_type": error_type}
         return None
 
@@ -99,8 +105,13 @@ class CeleryBackend:
             envelope = call.envelope
             try:
                 with self.recorder.publishing(envelope, self.destination):
+                    message = message_of(envelope)  # the trace context of the publish span
                     self.app.send_task(
-                        RUN_TASK, args=[message_of(envelope)], task_id=envelope.id, queue=self.queue
+                        celery_name(envelope.name),
+                        args=[message],
+                        task_id=envelope.id,
+                        queue=self.queue,
+                        **masked_reprs(message),
                     )
             except Exception as exc:
                 self.recorder.publish_failed(envelope, exc)

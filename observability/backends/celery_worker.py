@@ -7,14 +7,22 @@ import contextvars
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 
-from observability.backends.celery_message import RUN_TASK, TIMED_OUT, envelope_from_message
+from observability.backends.celery_error import stand_in
+from observability.backends.celery_message import (
+    RUN_TASK,
+    TIMED_OUT,
+    celery_name,
+    envelope_from_message,
+    masked_reprs,
+)
 from observability.tasks.envelope import TaskEnvelope
 from observability.tasks.execution import call_sync
 from observability.tasks.function import TaskFunction
@@ -162,13 +170,26 @@ def register_run_task(
     runtime: Callable[[], WorkerRuntime],
     *,
     max_retries: int = 0,
+    task_names: Iterable[str] = (),
 ) -> None:
-    """Register the one Celery task that runs envelopes through ``runtime()``. A run the
-    runtime's retry policy retries (``RetryLater``) ends with outcome ``retry`` and is sent
-    again with the policy's delay as countdown. The message is acknowledged after the run
-    (``acks_late``) and put back if the process running it dies (``reject_on_worker_lost``)."""
+    """Register the Celery tasks that run envelopes through ``runtime()``: one per task name
+    (``background_task.<name>``, what the API publishes, so Celery's tools tell them apart) and
+    ``RUN_TASK`` (messages published before names were used); each runs any envelope by the
+    name in its message. A run the runtime's retry policy retries (``RetryLater``) ends with
+    outcome ``retry`` and is sent again with the policy's delay as countdown. The message is
+    acknowledged after the run (``acks_late``) and put back if the process running it dies
+    (``reject_on_worker_lost``). Celery sees masked arguments and stand-ins of the run's errors
+    (``celery_error``), never a message's values."""
+    for name in (RUN_TASK, *(celery_name(task) for task in task_names)):
+        _register(app, name, runtime, max_retries)
 
-    @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+
+def _register(
+    app: Celery, name: str, runtime: Callable[[], WorkerRuntime], max_retries: int
+) -> None:
+    @app.task(  # type: ignore[untyped-decorator]
+        name=name, bind=True, acks_late=True, reject_on_worker_lost=True, Request=MaskedRequest
+    )
     def run(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
         redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
         try:
@@ -176,11 +197,27 @@ def register_run_task(
                 payload, lambda state: task.update_state(state=state), redelivered=redelivered
             )
         except RetryLater as later:
-            retries = int(task.request.retries or 0) + 1
-            retried = payload | {"enqueued_at": time.time() + later.delay, "retries": retries}
-            raise task.retry(
-                exc=later.__cause__,
-                args=[retried],
-                countdown=later.delay,
-                max_retries=max(max_retries, retries),
-            ) from later.__cause__
+            ended: BaseException = later
+        except Exception as exc:
+            ended = exc
+        # Outside the handler: what Celery records carries no chained original error.
+        if not isinstance(ended, RetryLater):
+            raise stand_in(ended) from None
+        retries = int(task.request.retries or 0) + 1
+        retried = payload | {"enqueued_at": time.time() + ended.delay, "retries": retries}
+        raise task.retry(
+            exc=stand_in(ended.__cause__ or ended),
+            args=[retried],
+            countdown=ended.delay,
+            max_retries=max(max_retries, retries),
+            **masked_reprs(retried),
+        )
+
+
+class MaskedRequest(Request):  # type: ignore[misc]
+    """Celery's request of a task, whose ``inspect`` answers (``active``, ``reserved``,
+    ``scheduled``, ``query_task``: Flower's worker pages) show the masked ``argsrepr`` and
+    ``kwargsrepr`` instead of the message (Celery's default for all but ``active --safe``)."""
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        return super().info(safe=True)  # type: ignore[no-any-return]
