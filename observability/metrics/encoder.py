@@ -79,13 +79,24 @@ def _escaped(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+_label_sets: dict[tuple[tuple[str, str], ...], str] = {}
+_LABEL_SETS_KEPT = 100_000  # distinct label sets remembered (a series each, at most)
+
+
 def _labels(labels: dict[str, str]) -> str:
-    """``{name="value",...}``, names sorted, or "" without labels."""
+    """``{name="value",...}``, names sorted, or "" without labels (remembered per label set:
+    a series's identity, not a value)."""
     if not labels:
         return ""
-    names = _label_names
-    pairs = [f'{names[k]}="{_escaped(v)}"' for k, v in sorted(labels.items())]
-    return "{" + ",".join(pairs) + "}"
+    key = tuple(labels.items())
+    found = _label_sets.get(key)
+    if found is None:
+        if len(_label_sets) >= _LABEL_SETS_KEPT:
+            _label_sets.clear()
+        names = _label_names
+        pairs = [f'{names[k]}="{_escaped(v)}"' for k, v in sorted(key)]
+        found = _label_sets[key] = "{" + ",".join(pairs) + "}"
+    return found
 
 
 def _exemplar(metric: Metric, sample: Sample, exemplar: Exemplar) -> str:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, values
 from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.registry import Collector
 
-from observability.metrics import compaction
+from observability.metrics import compaction, merge
 from observability.metrics.directory import alive
 
 
@@ -72,8 +72,7 @@ def read_merged(path: Path, attempts: int = 3) -> list[Metric]:
 
 
 def _merge(path: Path) -> list[Metric]:
-    merged: Iterable[Metric] = MultiProcessCollector.merge(readable_files(path), accumulate=True)  # type: ignore[no-untyped-call]
-    return list(merged)
+    return merge.merged(readable_files(path))
 
 
 class MultiProcessMetrics(Collector):
