@@ -2,8 +2,9 @@
 
 Scenarios: ``POST /send-notification/user@example.com`` (one task a request, the main row) and
 ``POST /advanced-notification/user@example.com?q=x`` (two tasks a request), each as fast as the
-app answers, plus ``send-notification-paced``, the same load offered at a fixed rate to every
-app so that its latencies compare the apps at the same load. For each app and scenario a fixed
+app answers, plus ``send-notification-paced``, the same load offered at fixed rates to every app
+(one scenario per rate of ``--paced-rates``: ``send-notification-paced-200``, ...) so that its
+latencies and CPU compare the apps at the same, ordinary load. For each app and scenario a fixed
 number of requests is sent at fixed concurrency after a warm-up; then the harness waits until
 every *accepted* request's tasks have written their lines to ``log.txt`` and checks the count is
 exact.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.common import LineCounter, NoiseMeter
@@ -34,7 +35,8 @@ class Scenario:
     name: str
     path: str
     tasks_per_request: int
-    paced: bool = False  # offered load fixed (--paced-rate) instead of as fast as answered
+    paced: bool = False  # offered load fixed (--paced-rates) instead of as fast as answered
+    rate: float | None = None  # req/s offered (a paced scenario of one rate)
 
 
 SCENARIOS = {
@@ -47,6 +49,28 @@ SCENARIOS = {
         "send-notification-paced", "/send-notification/user@example.com", 1, paced=True
     ),
 }
+
+
+def paced_name(rate: float) -> str:
+    """The paced scenario at one rate: ``send-notification-paced-400``."""
+    return f"{PACED}-{rate:g}"
+
+
+def selected(names: str, rates: list[float]) -> list[Scenario]:
+    """The scenarios of ``--scenarios`` (comma-separated), the paced one once per rate."""
+    result: list[Scenario] = []
+    for name in (n for n in names.split(",") if n):
+        scenario = SCENARIOS[name]
+        if scenario.paced:
+            result += [replace(scenario, name=paced_name(r), rate=r) for r in rates]
+        else:
+            result.append(scenario)
+    return result
+
+
+def paced_requests(seconds: float, rate: float) -> int:
+    """Requests of a paced scenario: ``seconds`` of load at ``rate``."""
+    return max(1, round(seconds * rate))
 
 
 @dataclass
@@ -71,7 +95,8 @@ class ScenarioResult:
     max_ms: float
     tasks_per_s: float  # accepted tasks / (first request .. last task line written)
     drain_lag_s: float  # last response .. last task line written
-    server_cpu_us_per_request: float  # over the load and the drain
+    server_cpu_us_per_request: float  # over the load and the drain, its helper's included
+    helper_cpu_us_per_request: float  # of which the span export helper's
     sink_cpu_us_per_request: float
     other_load_cores: float  # the rest of the machine, busy (noise)
     stdout_bytes_per_request: float | None
@@ -85,7 +110,8 @@ class Drain:
     tasks: int  # accepted tasks, each of which must write a line
     written: int  # task lines written
     done: float  # time.monotonic() of the last line (of giving up if they did not all come)
-    cpu: float  # server CPU seconds over the load and the drain
+    cpu: float  # server CPU seconds over the load and the drain (with its export helper)
+    helper_cpu: float  # of which the helper's
     sink_cpu: float  # the OTLP receiver's
     other: float  # the rest of the machine, busy (cores)
     stdout_bytes: int | None  # written to the server's stdout file (None: not a file)
@@ -113,15 +139,17 @@ def run_scenario(
 ) -> ScenarioResult:
     before_lines = counter.count()
     before_cpu = server.cpu_seconds()
+    before_own = server.own_cpu_seconds()
     before_sink = server.sink_cpu_seconds()
     before_stdout = server.stdout_bytes()
     noise = NoiseMeter()
-    requests = opts.paced_requests if scenario.paced else opts.requests
-    rate = opts.paced_rate if scenario.paced else None
+    rate = scenario.rate
+    requests = opts.requests if rate is None else paced_requests(opts.paced_seconds, rate)
     result = load.run(server.port, scenario.path, requests, opts.concurrency, rate)
     tasks = result.ok * scenario.tasks_per_request
     reached = counter.wait_for(before_lines + tasks, opts.drain_timeout)
     cpu = server.cpu_seconds() - before_cpu
+    helper_cpu = cpu - (server.own_cpu_seconds() - before_own)
     sink_cpu = server.sink_cpu_seconds() - before_sink
     other = noise.other_cores(cpu + sink_cpu)
     time.sleep(0.3)  # anything extra would show up now
@@ -132,6 +160,7 @@ def run_scenario(
         written=lines - before_lines,
         done=reached if reached is not None else time.monotonic(),
         cpu=cpu,
+        helper_cpu=max(0.0, helper_cpu),
         sink_cpu=sink_cpu,
         other=other,
         stdout_bytes=(
@@ -185,6 +214,7 @@ def scenario_result(
         tasks_per_s=drain.tasks / (drain.done - result.start),
         drain_lag_s=max(0.0, drain.done - result.end),
         server_cpu_us_per_request=drain.cpu / result.sent * 1e6,
+        helper_cpu_us_per_request=drain.helper_cpu / result.sent * 1e6,
         sink_cpu_us_per_request=drain.sink_cpu / result.sent * 1e6,
         other_load_cores=drain.other,
         stdout_bytes_per_request=(

@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from bench.apps import BASELINE
-from bench.scenarios import SCENARIOS, ScenarioResult
+from bench.scenarios import ScenarioResult
 
 METRICS = (
     "ok_per_s",
@@ -22,6 +22,7 @@ METRICS = (
     "tasks_per_s",
     "drain_lag_s",
     "server_cpu_us_per_request",
+    "helper_cpu_us_per_request",
     "sink_cpu_us_per_request",
     "other_load_cores",
     "stdout_bytes_per_request",
@@ -35,13 +36,17 @@ def median_of(values: list[float | None]) -> float | None:
 
 
 def summarise(
-    runs: list[ScenarioResult], servers: list[dict[str, Any]], apps: list[str]
+    runs: list[ScenarioResult], servers: list[dict[str, Any]], apps: list[str], scenarios: list[str]
 ) -> dict[str, Any]:
-    return {"medians": medians(runs, servers, apps), "ratios_vs_tutorial": ratios(runs, apps)}
+    """Medians and ratios, per app and per scenario (in the order of ``scenarios``)."""
+    return {
+        "medians": medians(runs, servers, apps, scenarios),
+        "ratios_vs_tutorial": ratios(runs, apps, scenarios),
+    }
 
 
 def medians(
-    runs: list[ScenarioResult], servers: list[dict[str, Any]], apps: list[str]
+    runs: list[ScenarioResult], servers: list[dict[str, Any]], apps: list[str], scenarios: list[str]
 ) -> dict[str, Any]:
     """Per app: its servers' peak RSS and spans/request, and per scenario the medians."""
     result: dict[str, Any] = {}
@@ -53,7 +58,7 @@ def medians(
                 [s["otlp_sink"].get("spans_per_request") for s in mine_servers]
             ),
         }
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             mine = [r for r in runs if r.app == app and r.scenario == scenario]
             if not mine:
                 continue
@@ -67,7 +72,7 @@ def medians(
     return result
 
 
-def ratios(runs: list[ScenarioResult], apps: list[str]) -> dict[str, Any]:
+def ratios(runs: list[ScenarioResult], apps: list[str], scenarios: list[str]) -> dict[str, Any]:
     """Per app but the baseline and scenario: app / baseline of the same round, median."""
     result: dict[str, Any] = {}
     base = {(r.scenario, r.round): r for r in runs if r.app == BASELINE}
@@ -75,7 +80,7 @@ def ratios(runs: list[ScenarioResult], apps: list[str]) -> dict[str, Any]:
         if app == BASELINE:
             continue
         result[app] = {}
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             pairs = [
                 (r, base[(scenario, r.round)])
                 for r in runs

@@ -21,7 +21,7 @@ from bench.apps import APPS, BASELINE, DEFAULT_APPS, AppSpec
 from bench.common import LineCounter, proc_status, selection
 from bench.load import LoadGenerator, resolve_loadgen
 from bench.report import goals, markdown
-from bench.scenarios import SCENARIOS, Scenario, ScenarioResult, run_scenario, warm_up
+from bench.scenarios import SCENARIOS, Scenario, ScenarioResult, run_scenario, selected, warm_up
 from bench.server import Server, uvicorn_options
 from bench.summary import summarise
 
@@ -43,9 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--drain-timeout", type=float, default=120.0)
     group.add_argument(
-        "--paced-rate", type=float, default=200.0, help="req/s offered in the paced scenario"
+        "--paced-rates",
+        default="200,400,800",
+        help="req/s offered in the paced scenario, one scenario per rate (comma-separated)",
     )
-    group.add_argument("--paced-requests", type=int, help="requests of the paced scenario (2000)")
+    group.add_argument(
+        "--paced-seconds", type=float, help="seconds of load per paced rate (8; quick: 2)"
+    )
 
 
 def defaults(opts: argparse.Namespace) -> None:
@@ -56,8 +60,16 @@ def defaults(opts: argparse.Namespace) -> None:
         opts.rounds = 1 if quick else 3
     if opts.warmup is None:
         opts.warmup = 200 if quick else 500
-    if opts.paced_requests is None:
-        opts.paced_requests = 600 if quick else 2000
+    if opts.paced_seconds is None:
+        opts.paced_seconds = 2.0 if quick else 8.0
+
+
+def paced_rates(opts: argparse.Namespace) -> list[float]:
+    """The rates of ``--paced-rates``."""
+    rates = [float(r) for r in opts.paced_rates.split(",") if r.strip()]
+    if not rates or min(rates) <= 0:
+        raise RuntimeError(f"--paced-rates: positive req/s expected, got {opts.paced_rates!r}")
+    return rates
 
 
 def _progress(round_no: int, app: str, r: ScenarioResult) -> str:
@@ -109,12 +121,13 @@ def run_app(
 def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     defaults(opts)
     apps = selection(opts.apps, APPS, BASELINE, "app(s)")
-    scenarios = [SCENARIOS[s] for s in opts.scenarios.split(",") if s]
+    scenarios = selected(opts.scenarios, paced_rates(opts))
     kind = resolve_loadgen(opts.loadgen)
     load = LoadGenerator(kind, tmp)
     print(
         f"throughput: load generator {kind}, {opts.requests} requests x {len(scenarios)} "
-        f"scenarios x {len(apps)} apps x {opts.rounds} rounds, concurrency {opts.concurrency}",
+        f"scenarios x {len(apps)} apps x {opts.rounds} rounds, concurrency {opts.concurrency}; "
+        f"paced: {opts.paced_seconds:g} s at each of {opts.paced_rates} req/s",
         flush=True,
     )
     runs: list[ScenarioResult] = []
@@ -131,7 +144,7 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         (tmp / "bench.lua").unlink()
     return {
         "config": config(opts, kind, apps, scenarios, time.monotonic() - started),
-        "summary": summarise(runs, servers, apps),
+        "summary": summarise(runs, servers, apps, [s.name for s in scenarios]),
         "runs": [asdict(r) for r in runs],
         "servers": servers,
     }
@@ -147,8 +160,8 @@ def config(
         "concurrency": opts.concurrency,
         "rounds": opts.rounds,
         "warmup": opts.warmup,
-        "paced_rate": opts.paced_rate,
-        "paced_requests": opts.paced_requests,
+        "paced_rates": paced_rates(opts),
+        "paced_seconds": opts.paced_seconds,
         "apps": apps,
         "app_env": {a: APPS[a].env for a in apps},
         "scenarios": {s.name: asdict(s) for s in scenarios},

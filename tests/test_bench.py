@@ -37,26 +37,42 @@ def test_bench_throughput_and_runner_parts_end_to_end(tmp_path: Path) -> None:
     output = tmp_path / "result"
     cmd = [
         sys.executable, "-m", "bench", "--quick", "--parts", "throughput,runner",
-        "--apps", "tutorial,ours-sampled-100", "--scenarios", "send-notification",
+        "--apps", "tutorial,ours-sampled-100",
+        "--scenarios", "send-notification,send-notification-paced",
+        "--paced-rates", "100,200", "--paced-seconds", "0.5",
         "--requests", "150", "--warmup", "20", "--rounds", "1",
         "--micro-iterations", "100", "--micro-repeats", "1", "--micro-variants", "sampled-100",
         "--output", str(output),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(output.with_suffix(".json").read_text())
-    runs = result["results"]["throughput"]["runs"]
+    throughput = result["results"]["throughput"]
+    runs = throughput["runs"]
     assert {r["app"] for r in runs} == {"tutorial", "ours-sampled-100"}
+    sent = {"send-notification": 150, "send-notification-paced-100": 50}
+    sent["send-notification-paced-200"] = 100  # paced: --paced-seconds at each rate
+    assert {(r["app"], r["scenario"]) for r in runs} == {
+        (app, scenario) for app in ("tutorial", "ours-sampled-100") for scenario in sent
+    }
     for r in runs:
-        assert r["accepted"] + r["rejected"] == 150
+        assert r["accepted"] + r["rejected"] == sent[r["scenario"]]
         assert r["lost"] == 0
         assert r["lines_written"] == r["accepted"]
-    (ours,) = [s for s in result["results"]["throughput"]["servers"] if s["app"] != "tutorial"]
+        assert r["server_cpu_us_per_request"] >= r["helper_cpu_us_per_request"] >= 0
+    (ours,) = [s for s in throughput["servers"] if s["app"] != "tutorial"]
     # one server span and one task span per accepted request, warm-up included
-    assert ours["otlp_sink"]["spans"] >= 2 * 150
+    assert ours["otlp_sink"]["spans"] >= 2 * sum(sent.values())
+    ratios = throughput["summary"]["ratios_vs_tutorial"]["ours-sampled-100"]
+    assert list(ratios) == list(sent)  # the run's order: the paced rates after the others
     variant = result["results"]["runner"]["variants"]["sampled-100"]
     assert variant["otlp_sink"]["spans"] == variant["runner_runs"]
-    assert "## Throughput" in output.with_suffix(".md").read_text()
+    report = output.with_suffix(".md").read_text()
+    assert "## Throughput" in report
+    for rate in (100, 200):  # issue 18's goal rows: p99, p50 and CPU, per paced rate
+        for goal in ("p99 <= 1.3x", "p50 <= 1.2x", "CPU µs/req <= 1.1x"):
+            row = f"`ours-sampled-100`: {goal} `tutorial`'s at the same load "
+            assert f"{row}(`send-notification-paced-{rate}`)" in report
 
 
 def test_bench_celery_part_compares_ours_with_project_conf_and_otel_stack(tmp_path: Path) -> None:

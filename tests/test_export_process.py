@@ -7,9 +7,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanContext, TraceFlags
 
-from observability.tracing.process_exporter import ProcessSpanExporter
+from observability.tracing.process_exporter import CHUNK_SPANS, ProcessSpanExporter
 from tests.support.otlp import OtlpReceiver
 from tests.support.polling import wait_until
 from tests.support.processes import export_children, free_port
@@ -36,6 +39,42 @@ def test_batches_reach_the_collector_through_the_child(
     (resource, _) = otlp_receiver.spans[0]
     assert resource["service.name"] == "export-test"
     assert len(export_children()) == 1
+
+
+def test_a_batch_of_many_chunks_arrives_whole_and_in_order(
+    exporter: ProcessSpanExporter, otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch handed over in several chunks is exported as one batch: every span, in order."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{otlp_receiver.endpoint}/v1/traces")
+    spans = sample_spans() * (CHUNK_SPANS + 2)  # 3 spans each: a little over 3 chunks
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    assert [s.name for s in otlp_receiver.named("")] == [s.name for s in spans]
+    assert len(export_children()) == 1
+
+
+def unpicklable_span() -> ReadableSpan:
+    """A span with an attribute value that can't be handed over (not a plain value)."""
+    return ReadableSpan(
+        name="unpicklable",
+        context=SpanContext(1, 2, False, TraceFlags(TraceFlags.SAMPLED)),
+        resource=Resource({"service.name": "export-test"}),
+        attributes={"lock": threading.Lock()},  # type: ignore[dict-item]
+        start_time=1,
+        end_time=2,
+    )
+
+
+def test_a_batch_that_cannot_be_handed_over_fails_alone(
+    exporter: ProcessSpanExporter, otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A span that can't be pickled after a chunk already went over: that batch fails, none of
+    it reaches the collector, and the next batch arrives alone."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{otlp_receiver.endpoint}/v1/traces")
+    bad = sample_spans() * CHUNK_SPANS + [unpicklable_span()]
+    assert exporter.export(bad) == SpanExportResult.FAILURE
+    good = sample_spans()
+    assert exporter.export(good) == SpanExportResult.SUCCESS
+    assert [s.name for s in otlp_receiver.named("")] == [s.name for s in good]
 
 
 class HangingCollector:

@@ -44,9 +44,17 @@ class Batch(NamedTuple):
 
 
 def _plain(attributes: Attributes) -> dict[str, Any]:
-    if isinstance(attributes, BoundedAttributes):
-        return dict(attributes.copy())
-    return dict(attributes or {})
+    """A dict of the attributes: the mapping's own ``copy`` (a C dict copy; a span's
+    ``attributes`` is a read-only proxy whose ``copy`` is its ``BoundedAttributes``'), not an
+    item-by-item copy through Python-level ``__getitem__``."""
+    if not attributes:
+        return {}
+    copy = getattr(attributes, "copy", None)
+    if copy is not None:
+        plain = copy()
+        if type(plain) is dict:
+            return plain
+    return dict(attributes)
 
 
 def _context(context: SpanContext) -> PlainContext:

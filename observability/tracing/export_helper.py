@@ -1,7 +1,13 @@
 """The export helper program, ``python -m observability.tracing.export_helper``: reads batches
-of plain-value spans (``codec``) on stdin, one length-prefixed pickle each, exports them with
-the OTLP/HTTP exporter (configured by the ``OTEL_EXPORTER_OTLP_*`` variables) and answers each
-with one byte on the reply descriptor, until its input ends."""
+of plain-value spans (``codec``) on stdin, each as chunks (a header: length and kind, then a
+pickle) and an end marker, rebuilds each chunk as it arrives, exports each batch with the
+OTLP/HTTP exporter (configured by the ``OTEL_EXPORTER_OTLP_*`` variables) and answers each with
+one byte on the reply descriptor, until its input ends.
+
+It runs at a lower CPU priority (``NICENESS``) than the process it serves: its encoding work
+comes in bursts (a batch at a time) that, on a machine with few cores, would otherwise take a
+core the serving process needs for its requests; the span queue in front of it absorbs the
+delay, and a span it cannot take is counted as dropped there."""
 
 import argparse
 import os
@@ -10,14 +16,17 @@ import struct
 import sys
 from typing import IO
 
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from observability import names
 from observability.logs.configuration import configure_logging, get_logger
 from observability.tracing.codec import rebuild
 
-HEADER = struct.Struct("!I")  # the length of the pickle that follows
+HEADER = struct.Struct("!IB")  # the length of the pickle that follows, the kind of message
+CHUNK, END = 0, 1  # kinds: some spans of the batch; the batch is complete (no pickle)
 OK, FAILED = b"1", b"0"
+NICENESS = 5  # added to the helper's nice value (lower CPU priority than the server)
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
@@ -30,21 +39,37 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
     return data
 
 
+def _failed(exc: Exception) -> SpanExportResult:
+    get_logger(__name__).error(
+        names.EVENT_EXPORT_BATCH_FAILED, error_type=type(exc).__name__, error=str(exc)
+    )
+    return SpanExportResult.FAILURE
+
+
 def serve(requests: IO[bytes], replies: IO[bytes], exporter: SpanExporter) -> None:
     """Export each batch read from ``requests``, answer each on ``replies``, until the end."""
+    batch: list[ReadableSpan] = []
+    result = SpanExportResult.SUCCESS  # FAILURE once a chunk of the batch could not be read
     while (header := _read_exactly(requests, HEADER.size)) is not None:
-        payload = _read_exactly(requests, HEADER.unpack(header)[0])
+        size, kind = HEADER.unpack(header)
+        payload = _read_exactly(requests, size)
         if payload is None:
             break
-        try:
-            result = exporter.export(rebuild(pickle.loads(payload)))
-        except Exception as exc:  # a bad batch fails alone
-            get_logger(__name__).error(
-                names.EVENT_EXPORT_BATCH_FAILED, error_type=type(exc).__name__, error=str(exc)
-            )
-            result = SpanExportResult.FAILURE
+        if kind == CHUNK:
+            if result == SpanExportResult.SUCCESS:
+                try:
+                    batch += rebuild(pickle.loads(payload))
+                except Exception as exc:  # a bad batch fails alone
+                    result = _failed(exc)
+            continue
+        if result == SpanExportResult.SUCCESS:
+            try:
+                result = exporter.export(batch)
+            except Exception as exc:
+                result = _failed(exc)
         replies.write(OK if result == SpanExportResult.SUCCESS else FAILED)
         replies.flush()
+        batch, result = [], SpanExportResult.SUCCESS
     exporter.shutdown()
 
 
@@ -54,6 +79,7 @@ def main() -> int:
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
+    os.nice(NICENESS)
     configure_logging(args.log_format, args.log_level)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
