@@ -2,7 +2,7 @@
 
 import pytest
 
-from observability.logs.redaction import mask, mask_value
+from observability.logs.redaction import mask, mask_value, redact
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,21 @@ def test_mask_value_recurses_into_containers() -> None:
     """Strings inside dicts, lists and tuples are masked; other values untouched."""
     value = {"a": ["x@y.io", ("+8613812345678", 3)], "b": 1.5}
     assert mask_value(value) == {"a": ["x***@y.io", ("+86*******5678", 3)], "b": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (
+            "GET /send-sms?phone=%2B8613812345678&msg=hi HTTP/1.1",
+            "GET /send-sms?phone=***&msg=*** HTTP/1.1",
+        ),
+        ("url=/send-sms?msg=it's a secret", "url=/send-sms?msg=*** a secret"),
+        ('request "/x?msg=1" done', 'request "/x?msg=***" done'),
+        ("/a?q=b#frag", "/a?q=***#frag"),
+    ],
+)
+def test_redact_query_values(text: str, redacted: str) -> None:
+    """Every query value is replaced, an apostrophe in a value included (it is not the end of
+    the query); a double quote, blank or fragment ends it."""
+    assert redact(text) == redacted

@@ -13,7 +13,9 @@ _EMAIL = re.compile(
     re.IGNORECASE,
 )
 _PHONE = re.compile(r"(\+|%2B)(\d{2})(\d{1,9})(\d{4})(?!\d)", re.IGNORECASE)
-_QUERY = re.compile(r"\?[^\s\"'#]*")
+# A query ends at a blank, a double quote or a fragment; not at an apostrophe, which clients
+# leave unencoded inside values (``msg=it's``): ending there would leave the rest in clear.
+_QUERY = re.compile(r"\?[^\s\"#]*")
 _QUERY_ITEM = re.compile(r"([^&;=]*)(=?)[^&;]*")
 REDACTED = "***"
 
