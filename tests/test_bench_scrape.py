@@ -36,6 +36,30 @@ def test_goal_rows_take_the_worst_four_worker_row_of_each_target() -> None:
     assert celery[1:] == ("-", None)  # not measured
 
 
+def test_growth_lines_say_what_each_process_file_and_dead_process_adds() -> None:
+    """The "how it grows" lines: CPU per extra API process (between the multiprocess rows),
+    merge time per file (least squares), CPU per dead process (after the restarts vs fresh)."""
+    breakdown = {"merge_ms": 1.0, "library_merge_ms": 4.0}
+    rows = [
+        _row("api", 1, "fresh", 5.0) | {"cpu_ms_per_scrape": 2.0, "p50_ms": 2.0},
+        _row("api", 2, "fresh", 5.0) | {"cpu_ms_per_scrape": 3.0, "p50_ms": 3.0},
+        _row("api", 4, "fresh", 5.0) | {"cpu_ms_per_scrape": 4.0, "p50_ms": 3.5},
+        _row("api", 4, "after 50 restarts", 5.0) | {"cpu_ms_per_scrape": 4.5, "p50_ms": 3.5},
+    ]
+    for r, files, merge in zip(rows, (0, 10, 20, 27), (None, 1.0, 2.0, 2.7), strict=True):
+        r |= {"name": f"API --workers {r['processes']}", "db_files": files, "restarted": None}
+        r["breakdown"] = None if merge is None else breakdown | {"merge_ms": merge}
+    rows[3]["restarted"] = {"kills": 50, "seconds": 1.0}
+    assert scrape_report.growth(rows) == [
+        "- per extra API process (2 -> 4 workers): CPU +0.50 ms/scrape, p50 +0.25 ms",
+        "- one process (single-process mode) -> 2 (files): CPU 2.00 -> 3.00 ms/scrape",
+        "- per `.db` file: merge +100 µs (prometheus-client's merge: +0 µs), least squares "
+        "over 3 rows in the harness",
+        "- per dead process, API --workers 4: CPU +10.0 µs/scrape (50 killed, +7 files: "
+        "compacted into archives)",
+    ]
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
 def test_bench_scrape_part_end_to_end(tmp_path: Path) -> None:
@@ -66,7 +90,11 @@ def test_bench_scrape_part_end_to_end(tmp_path: Path) -> None:
     for r in rows:
         assert r["scrapes"] == 5 and r["series"] > 0 and r["bytes"] > 0
         if r["db_files"]:
-            assert set(r["breakdown"]) == {"reap_ms", "list_ms", "merge_ms", "encode_ms"}
+            assert set(r["breakdown"]) == {
+                "reap_ms", "list_ms", "merge_ms", "encode_ms", "library_merge_ms",
+                "library_encode_ms",
+            }  # fmt: skip
     text = output.with_suffix(".md").read_text()
     assert "## Scrape" in text
+    assert "- per `.db` file: merge" in text
     assert "scrape p99 < 50 ms at 4 workers" in text
