@@ -14,7 +14,7 @@ from observability.delivery import DeliveryRecorder
 from observability.http.telemetry import HttpTelemetryMiddleware
 from observability.logs.access_log import AccessLog
 from observability.logs.configuration import configure_logging, get_logger
-from observability.logs.redaction import redact, redact_query_string
+from observability.logs.redaction import mask_address, redact, redact_query_string
 from observability.metrics import directory, multiprocess
 from observability.metrics.delivery import DeliveryMetrics
 from observability.metrics.exposition import metrics_response, serve_metrics
@@ -165,6 +165,7 @@ def instrument(
         excluded_paths=excluded_paths,
         mask=redact if settings.log_masking else str,
         mask_query=redact_query_string if settings.log_masking else str,
+        mask_address=mask_address if settings.log_masking else str,
         access_log=AccessLog() if settings.access_log else None,
     )
     return telemetry

@@ -139,13 +139,14 @@ def test_exception_marks_the_span_and_counts_500() -> None:
 
 def test_server_address_and_port_come_from_the_host_header() -> None:
     """server.address/.port are the Host header's (IPv6 brackets removed, the scheme's default
-    port when it names none); the client's address and the protocol version are recorded."""
+    port when it names none); the client's address (host part zeroed) and the protocol version
+    are recorded."""
     telemetry = Telemetry()
     for host in ("[::1]:8443", "notify.example"):
         assert telemetry.call(lambda c, h=host: c.post("/items/1", headers={"Host": h})) == 200
     first, second = (dict(s.attributes or {}) for s in telemetry.exporter.get_finished_spans())
     assert (first["server.address"], first["server.port"]) == ("::1", 8443)
     assert (second["server.address"], second["server.port"]) == ("notify.example", 80)
-    assert first["client.address"] == "127.0.0.1"
+    assert first["client.address"] == "127.0.0.0"
     assert first["network.protocol.version"] == "1.1"
     assert "url.query" not in first

@@ -2,7 +2,7 @@
 
 import pytest
 
-from observability.logs.redaction import mask, mask_value, redact
+from observability.logs.redaction import mask, mask_address, mask_value, redact
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,18 @@ def test_redact_query_values(text: str, redacted: str) -> None:
     """Every query value is replaced, an apostrophe in a value included (it is not the end of
     the query); a double quote, blank or fragment ends it."""
     assert redact(text) == redacted
+
+
+@pytest.mark.parametrize(
+    ("address", "masked"),
+    [
+        ("203.0.113.42", "203.0.113.0"),
+        ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::"),
+        ("::ffff:10.1.2.3", "10.1.2.0"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_mask_address(address: str, masked: str) -> None:
+    """A client address keeps its network (/24, IPv6 /48) and loses its host part; a name that
+    is not an address stays."""
+    assert mask_address(address) == masked

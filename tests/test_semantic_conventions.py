@@ -120,8 +120,9 @@ def test_worker_resource_follows_the_sdk_precedence(
 def test_server_span_carries_the_request_attributes(
     start_service: Any, otlp_receiver: OtlpReceiver
 ) -> None:
-    """The server span has user_agent.original, client.address, server.address/.port,
-    network.protocol.version and url.query, the query's values and any e-mail masked."""
+    """The server span has user_agent.original, client.address (host part zeroed),
+    server.address/.port, network.protocol.version and url.query, the query's values and any
+    e-mail masked."""
     service: ServiceProcess = start_service(**otlp_env(otlp_receiver))
     agent = "notify-check/1.0 (+mailto:ops.team@example.com)"
     response = service.client.post(
@@ -132,7 +133,7 @@ def test_server_span_carries_the_request_attributes(
     assert response.status_code == 200
     attributes = span_attributes(one_span(otlp_receiver, "POST /send-sms"))
     assert attributes["user_agent.original"] == "notify-check/1.0 (+mailto:o***@example.com)"
-    assert attributes["client.address"] == "127.0.0.1"
+    assert attributes["client.address"] == "127.0.0.0"
     assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", service.port)
     assert attributes["network.protocol.version"] == "1.1"
     assert attributes["url.query"] == "phone=***&msg=***"
@@ -143,11 +144,13 @@ def test_server_span_carries_the_request_attributes(
 def test_query_is_recorded_as_sent_when_masking_is_off(
     start_service: Any, otlp_receiver: OtlpReceiver
 ) -> None:
-    """NOTIFY_LOG_MASKING=false (debugging only): url.query keeps its values."""
+    """NOTIFY_LOG_MASKING=false (debugging only): url.query keeps its values, client.address
+    its host part."""
     service: ServiceProcess = start_service(**otlp_env(otlp_receiver), NOTIFY_LOG_MASKING="false")
     service.client.post("/send-sms", params={"phone": "+8613812345678", "msg": "plain"})
     attributes = span_attributes(one_span(otlp_receiver, "POST /send-sms"))
     assert attributes["url.query"] == "phone=%2B8613812345678&msg=plain"
+    assert attributes["client.address"] == "127.0.0.1"
 
 
 def test_messaging_attribute_names_are_the_conventions() -> None:

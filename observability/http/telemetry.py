@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from observability.logs.access_log import AccessLog
-from observability.logs.redaction import redact_query_string
+from observability.logs.redaction import mask_address, redact_query_string
 from observability.metrics.http import HttpMetrics
 from observability.tracing import ids, scope
 from observability.tracing.exceptions import record_masked
@@ -84,6 +84,7 @@ class HttpTelemetryMiddleware:
         excluded_paths: Iterable[str],
         mask: Callable[[str], str],
         mask_query: Callable[[str], str] = redact_query_string,
+        mask_address: Callable[[str], str] = mask_address,
         access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
@@ -92,6 +93,7 @@ class HttpTelemetryMiddleware:
         self.excluded_paths = frozenset(excluded_paths)
         self.mask = mask
         self.mask_query = mask_query
+        self.mask_address = mask_address
         self.access_log = access_log
         self.propagation_fields = frozenset(
             name.encode("latin-1") for name in propagate.get_global_textmap().fields
@@ -167,7 +169,7 @@ class HttpTelemetryMiddleware:
             query_text = self.mask_query(query.decode("latin-1"))
             attributes[url_attributes.URL_QUERY] = self.mask(query_text)
         if client := scope.get("client"):
-            attributes[client_attributes.CLIENT_ADDRESS] = client[0]
+            attributes[client_attributes.CLIENT_ADDRESS] = self.mask_address(client[0])
         host, agent = _host_and_user_agent(scope["headers"])
         if agent is not None:
             attributes[user_agent_attributes.USER_AGENT_ORIGINAL] = self.mask(agent)

@@ -1,6 +1,7 @@
 """Masking of e-mail addresses and phone numbers in free text (logs, span attributes), and
 redaction of URL query values (which carry message text)."""
 
+import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +73,19 @@ def redact(text: str) -> str:
 def redact_query_string(query: str) -> str:
     """A bare query string (no ``?``) with every value (or valueless item) replaced by ``***``."""
     return _QUERY_ITEM.sub(_redact_item, query)
+
+
+def mask_address(address: str) -> str:
+    """A client's IP address with its host part zeroed, as analytics tools anonymise them:
+    ``203.0.113.42`` -> ``203.0.113.0`` (/24), an IPv6 address to its /48; a name as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 
 
 def redact_value(value: Any) -> Any:
