@@ -4,8 +4,7 @@ backends choose where these run: a slot thread, the event loop, a Celery worker.
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -38,7 +37,7 @@ def call_in_thread(
     if started is not None:
         started(run)
     error: Exception | None = None
-    with _inside(run, parent):
+    with _Inside(run, parent):
         try:
             func(*envelope.args, **envelope.kwargs)
         except Exception as exc:
@@ -63,7 +62,7 @@ async def await_coroutine(
     outcome. A cancellation from outside (shutdown) is recorded as a failure and goes on;
     ``retry`` as for ``call_in_thread``."""
     run = recorder.started(envelope, parent)
-    with _inside(run, parent):
+    with _Inside(run, parent):
         try:
             async with asyncio.timeout(timeout) as deadline:
                 try:
@@ -99,7 +98,7 @@ def call_sync(
     run = recorder.started(envelope)
     if started is not None:
         started(run)
-    with _inside(run, None):
+    with _Inside(run, None):
         try:
             func()
         except TaskTimeout as exc:
@@ -115,16 +114,23 @@ def call_sync(
     return run
 
 
-@contextmanager
-def _inside(run: Run, parent: Context | None) -> Iterator[None]:
-    """The run's span is the current span, and the run the current run (``current_run``)."""
-    token = otel_context.attach(trace.set_span_in_context(run.span, parent))
-    current = run.enter()
-    try:
-        yield
-    finally:
-        Run.leave(current)
-        otel_context.detach(token)
+class _Inside:
+    """The run's span is the current span, and the run the current run (``current_run``).
+    A class rather than a generator: ``contextlib.contextmanager`` costs a generator and its
+    wrapper per run."""
+
+    __slots__ = ("_current", "_parent", "_run", "_token")
+
+    def __init__(self, run: Run, parent: Context | None) -> None:
+        self._run, self._parent = run, parent
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(trace.set_span_in_context(self._run.span, self._parent))
+        self._current = self._run.enter()
+
+    def __exit__(self, *_: object) -> None:
+        Run.leave(self._current)
+        otel_context.detach(self._token)
 
 
 def _failed(

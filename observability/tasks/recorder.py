@@ -13,6 +13,7 @@ from opentelemetry.trace import Span, SpanKind, TracerProvider
 
 from observability import names
 from observability.logs.configuration import get_logger
+from observability.logs.emitter import Emitter
 from observability.logs.redaction import mask
 from observability.logs.timestamps import iso
 from observability.metrics.tasks import TaskMetrics
@@ -58,6 +59,7 @@ class Recorder:
         self.journal = journal
         self.failure_sink = failure_sink
         self.log = get_logger("observability.runner", backend=backend)
+        self._ends = Emitter("observability.runner", backend=backend)  # the terminal events
         self._queues: dict[str, tuple[Any, Any]] = {}
         # None when filtered out, so that the lifecycle events' fields are not even worked out
         self._lifecycle: Callable[..., Any] | None = None
@@ -242,8 +244,11 @@ class Recorder:
             claimed()
         envelope = run.envelope
         finished_at = run.started_at + duration
-        error_type = self._error_type(outcome, error)
-        message = self._error_message(outcome, error)
+        if error is None and outcome == names.OUTCOME_SUCCESS:  # the common case, in short
+            error_type, message = None, ""
+        else:
+            error_type = self._error_type(outcome, error)
+            message = self._error_message(outcome, error)
         series = self.metrics.series(envelope.name, self.backend)
         series.record_finish(outcome, duration, finished_at, run.exemplar, live=live)
         if error_type is not None and outcome != names.OUTCOME_SUCCESS:
@@ -285,9 +290,9 @@ class Recorder:
             fields |= run.details
         fields |= run.log_ids
         if outcome == names.OUTCOME_SUCCESS:
-            self.log.info(names.EVENT_SUCCEEDED, **fields)
+            self._ends.info(names.EVENT_SUCCEEDED, fields)
         else:
-            self.log.error(names.OUTCOME_EVENTS[outcome], **fields)
+            self._ends.error(names.OUTCOME_EVENTS[outcome], fields)
 
     @staticmethod
     def _error_type(outcome: str, error: BaseException | None) -> str | None:
