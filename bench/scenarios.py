@@ -120,13 +120,16 @@ class Drain:
 def warm_up(
     server: Server, counter: LineCounter, scenarios: list[Scenario], opts: argparse.Namespace
 ) -> None:
-    """Once per path: imports, caches, thread pools, connections; waits for the tasks."""
+    """Once per path: imports, caches, thread pools, connections; waits for the tasks, and for
+    the span export helper to have started (its start-up is the warm-up's, not a scenario's)."""
     warm_lines = 0
     for scenario in {s.path: s for s in scenarios}.values():
         warm = python_load(server.port, scenario.path, opts.warmup, opts.concurrency)
         warm_lines += warm.ok * scenario.tasks_per_request
     if counter.wait_for(warm_lines, opts.drain_timeout) is None:
         raise RuntimeError(f"{server.spec.name}: warm-up tasks did not finish")
+    if server.spec.otlp and server.spec.factory and not server.wait_for_export_helper(15.0):
+        raise RuntimeError(f"{server.spec.name}: no span export helper after the warm-up")
 
 
 def run_scenario(

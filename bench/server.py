@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps import AppSpec
-from bench.common import HOST, ROOT, free_port, proc_cpu_seconds, stop_process, tree_cpu_seconds
+from bench.common import (
+    HOST,
+    ROOT,
+    children,
+    free_port,
+    proc_cpu_seconds,
+    stop_process,
+    tree_cpu_seconds,
+)
 from bench.load import IDLE_PATH
 from bench.otlp_sink import Sink
 
@@ -95,6 +103,17 @@ class Server:
         """The server's CPU with its children's (the span export helper): the service's cost is
         not made smaller by moving work to another process."""
         return tree_cpu_seconds(self.proc.pid)
+
+    def wait_for_export_helper(self, timeout: float) -> bool:
+        """Whether the span export helper (the server's child, started at its first batch: at
+        most the batch processor's schedule delay, 5 s, after the first span) is running, within
+        ``timeout`` seconds; so that its start-up is not charged to a measured scenario."""
+        deadline = time.monotonic() + timeout
+        while not children(self.proc.pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def own_cpu_seconds(self) -> float:
         """The uvicorn process alone (the rest of ``cpu_seconds`` is its helper's)."""

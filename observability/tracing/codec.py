@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes
 
 PlainContext = tuple[int, int, int, tuple[tuple[str, str], ...], bool]
@@ -107,16 +107,37 @@ def flatten(spans: Sequence[ReadableSpan]) -> Batch:
 
 def _span_context(values: PlainContext) -> SpanContext:
     trace_id, span_id, flags, state, remote = values
-    return SpanContext(trace_id, span_id, remote, TraceFlags(flags), TraceState(list(state)))
+    trace_state = TraceState(list(state)) if state else DEFAULT_TRACE_STATE
+    return SpanContext(trace_id, span_id, remote, TraceFlags(flags), trace_state)
 
 
-def _bounded(attributes: dict[str, Any], dropped: int) -> BoundedAttributes:
+class _Resource(Resource):
+    """A rebuilt resource that works out its hash once: the SDK's is a JSON dump of the
+    attributes, and the OTLP encoder hashes the resource of every span it groups."""
+
+    _hash: int | None = None
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = super().__hash__()
+        return self._hash
+
+
+def _bounded(attributes: dict[str, Any], dropped: int) -> Attributes:
+    """The attributes as the span held them: a plain dict reads the same (the SDK counts no
+    dropped ones in it), a ``BoundedAttributes`` (whose construction checks every value again)
+    only to carry a dropped count."""
+    if not dropped:
+        return attributes
     bounded = BoundedAttributes(attributes=attributes, immutable=False, max_value_len=None)
     bounded.dropped = dropped
     return bounded
 
 
-def _bounded_list(items: list[Any], dropped: int) -> BoundedList:  # type: ignore[type-arg]
+def _bounded_list(items: list[Any], dropped: int) -> Sequence[Any]:
+    """The same for events and links: a ``BoundedList`` only to carry a dropped count."""
+    if not dropped:
+        return items
     bounded: BoundedList = BoundedList(None)  # type: ignore[type-arg]
     bounded.extend(items)
     bounded.dropped = dropped
@@ -125,7 +146,7 @@ def _bounded_list(items: list[Any], dropped: int) -> BoundedList:  # type: ignor
 
 def rebuild(batch: Batch) -> list[ReadableSpan]:
     """The spans ``flatten`` made plain values of."""
-    resources = [Resource(attributes, schema_url) for attributes, schema_url in batch.resources]
+    resources: list[Resource] = [_Resource(a, schema_url) for a, schema_url in batch.resources]
     scopes = [None if s is None else InstrumentationScope(*s) for s in batch.scopes]
     return [_span(flat, resources, scopes) for flat in batch.spans]
 

@@ -2,12 +2,7 @@
 of plain-value spans (``codec``) on stdin, each as chunks (a header: length and kind, then a
 pickle) and an end marker, rebuilds each chunk as it arrives, exports each batch with the
 OTLP/HTTP exporter (configured by the ``OTEL_EXPORTER_OTLP_*`` variables) and answers each with
-one byte on the reply descriptor, until its input ends.
-
-It runs at a lower CPU priority (``NICENESS``) than the process it serves: its encoding work
-comes in bursts (a batch at a time) that, on a machine with few cores, would otherwise take a
-core the serving process needs for its requests; the span queue in front of it absorbs the
-delay, and a span it cannot take is counted as dropped there."""
+one byte on the reply descriptor, until its input ends."""
 
 import argparse
 import os
@@ -26,7 +21,6 @@ from observability.tracing.codec import rebuild
 HEADER = struct.Struct("!IB")  # the length of the pickle that follows, the kind of message
 CHUNK, END = 0, 1  # kinds: some spans of the batch; the batch is complete (no pickle)
 OK, FAILED = b"1", b"0"
-NICENESS = 5  # added to the helper's nice value (lower CPU priority than the server)
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
@@ -79,7 +73,6 @@ def main() -> int:
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
-    os.nice(NICENESS)
     configure_logging(args.log_format, args.log_level)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
