@@ -14,6 +14,7 @@ import httpx
 import pytest
 import redis
 from celery import Celery
+from celery.events.state import State
 
 from tests.support.fifo import FifoReader, make_fifo
 from tests.support.polling import NOT_READY, wait_until
@@ -156,6 +157,12 @@ def test_task_events_are_named_masked_and_sent_for_queued_tasks(
     assert name_of("sms", "task-received") == "background_task.sms_task"
     assert event_log.of(ids["sms"], "task-sent")[0]["args"] == "('***', '***')"
     assert "IsADirectoryError" in event_log.of(ids["sms"], "task-failed")[0]["exception"]
+    state = State()  # how Flower and celery-exporter read the events
+    for event in event_log.events:
+        if event["type"].startswith("task-"):
+            state.event(event)
+    assert state.tasks[ids["sms"]].name == "background_task.sms_task"
+    assert state.tasks[ids["safe"]].name == "background_task.safe_write_log"
     kinds = {event["type"] for event in event_log.events}
     assert {"task-sent", "task-received", "task-started", "task-succeeded"} <= kinds
     assert {"task-failed", "task-retried"} <= kinds
