@@ -167,11 +167,11 @@ def test_task_events_are_named_masked_and_sent_for_queued_tasks(
     assert {"task-sent", "task-received", "task-started", "task-succeeded"} <= kinds
     assert {"task-failed", "task-retried"} <= kinds
     assert_clean("Celery's events", event_log.events, api.data_dir)
-    client = redis.Redis.from_url(broker_url)
-    stored = [client.get(key) for key in client.keys("celery-task-meta-*")]
+    client = redis.Redis.from_url(broker_url, decode_responses=True)
+    stored = [str(client.get(key)) for key in client.keys("celery-task-meta-*")]
     client.close()
     assert len(stored) == len(ids)
-    assert_clean("the result backend", [value.decode() for value in stored if value], api.data_dir)
+    assert_clean("the result backend", stored, api.data_dir)
     record = api.client.get(f"/tasks/{ids['sms']}").json()
     assert record["state"] == "failed" and record["error_type"] == "IsADirectoryError"
 
