@@ -4,6 +4,7 @@ answers and a real Flower process. Each task shows under its own name; its argum
 folder, the trace context and the run's error messages show nowhere."""
 
 import json
+import pickle
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import redis
 from celery import Celery
 from celery.events.state import State
 
+from observability.backends.celery_error import WITHHELD, stand_in
 from tests.support.fifo import FifoReader, make_fifo
 from tests.support.polling import NOT_READY, wait_until
 from tests.support.processes import (
@@ -339,3 +341,18 @@ def test_flower_shows_task_names_and_no_personal_data(
     workers = flower.get("/api/workers?refresh=1")
     assert "background_task.sms_task" in json.dumps(workers)  # registered, in stats
     assert_clean("Flower's workers", workers, api.data_dir)
+
+
+def test_stand_in_keeps_the_class_name_and_survives_pickle_and_the_result_backend() -> None:
+    """A run's error reaches Celery as a same-named stand-in that pickles (prefork children
+    hand it to their main process) and that Celery's result backend rebuilds by name."""
+    error = IsADirectoryError(21, "Is a directory", "/srv/data/sms_log.txt")
+    replaced = stand_in(error)
+    assert type(replaced).__name__ == "IsADirectoryError"
+    assert "/srv/data" not in repr(replaced) and WITHHELD in repr(replaced)
+    assert type(pickle.loads(pickle.dumps(replaced))) is type(replaced)
+    backend = Celery("stand-in-test", backend="cache+memory://").backend
+    rebuilt = backend.exception_to_python(backend.prepare_exception(replaced, "json"))
+    assert type(rebuilt).__name__ == "IsADirectoryError" and rebuilt.args == (WITHHELD,)
+    assert type(stand_in(KeyError("WITHHELD"))).__name__ == "KeyError"
+    assert type(stand_in(type("WITHHELD", (Exception,), {})())).__name__ == "TaskError"
