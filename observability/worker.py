@@ -37,9 +37,10 @@ def instrument_worker(
     ``-worker``."""
     metrics_dir = directory.claim("notify-worker-metrics")
     from observability.backends.celery_worker import register_run_task
-    from observability.backends.worker_process import WorkerProcess
+    from observability.backends.worker_process import WorkerProcess, cache_pid_for_metrics
     from observability.logs.worker_output import connect_worker_output
 
+    cache_pid_for_metrics()
     worker = WorkerProcess(
         settings,
         tasks,

@@ -77,3 +77,36 @@ def test_a_claim_after_prometheus_client_was_imported_still_writes_files(tmp_pat
     path = Path(done.stdout.strip())
     assert path.parent == tmp_path
     assert "runs_total 2.0" in generate_latest(exposition_registry(path)).decode()
+
+
+def test_with_the_pid_cached_a_forked_child_writes_files_of_its_own(tmp_path: Path) -> None:
+    """With the worker's cached pid, a forked child's values go to files under its own pid."""
+    script = (
+        "import os\n"
+        "from observability.metrics import directory\n"
+        "path = directory.claim('notify-test-metrics')\n"
+        "directory.reset(path)\n"
+        "from observability.backends.worker_process import cache_pid_for_metrics\n"
+        "cache_pid_for_metrics()\n"
+        "import prometheus_client\n"
+        "runs = prometheus_client.Counter('runs', 'Runs.')\n"
+        "runs.inc()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    runs.inc(5)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(child, 0)\n"
+        "runs.inc()\n"
+        "print(path, os.getpid(), child)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != metrics_dir.ENV} | {"TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, check=True, text=True, capture_output=True
+    )
+    folder, parent, child = done.stdout.split()
+    path = Path(folder)
+    assert {p.name for p in path.glob("counter_*.db")} == {
+        f"counter_{parent}.db",
+        f"counter_{child}.db",
+    }
+    assert "runs_total 7.0" in generate_latest(exposition_registry(path)).decode()

@@ -2,13 +2,14 @@
 reports runs killed at the hard time limit; whichever process runs tasks (a prefork child, or
 the main process with threads) builds its tracer, recorder and runtime on first use."""
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from celery.exceptions import TimeLimitExceeded
 from opentelemetry.trace import SpanKind, TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, values
 
 from observability import names
 from observability.backends.celery_app import CELERY_QUEUE
@@ -30,6 +31,28 @@ from observability.tracing.provider import create_tracer_provider, shutdown_trac
 
 BACKEND = "celery"
 _KILLED_REMEMBERED = 1000
+_pid = [os.getpid()]
+
+
+def cache_pid_for_metrics() -> None:
+    """prometheus-client's multiprocess values ask the OS for the pid at every update, to notice
+    a fork (a system call each: 11-13 a run). Make them read this process's pid from memory
+    instead, updated in a forked child before anything runs there. Call it right after claiming
+    the metrics directory, before any metric is created (values created before keep their
+    class, and two classes must not share a file)."""
+    if multiprocess.enabled():
+        values.ValueClass = values.MultiProcessValue(process_identifier=_current_pid)  # type: ignore[no-untyped-call]
+
+
+def _current_pid() -> int:
+    return _pid[0]
+
+
+def _forked() -> None:
+    _pid[0] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class WorkerProcess:
