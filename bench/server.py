@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from bench.apps import AppSpec
 from bench.common import (
     HOST,
     ROOT,
-    children,
     free_port,
     proc_cpu_seconds,
     stop_process,
@@ -29,6 +29,7 @@ from bench.common import (
 )
 from bench.load import IDLE_PATH
 from bench.otlp_sink import Sink
+from observability import names
 
 
 def http_probe(port: int) -> bool:
@@ -105,15 +106,27 @@ class Server:
         return tree_cpu_seconds(self.proc.pid)
 
     def wait_for_export_helper(self, timeout: float) -> bool:
-        """Whether the span export helper (the server's child, started at its first batch: at
-        most the batch processor's schedule delay, 5 s, after the first span) is running, within
-        ``timeout`` seconds; so that its start-up is not charged to a measured scenario."""
+        """Whether the service has exported spans through its export helper (started at the
+        first batch: at most the batch processor's schedule delay, 5 s, after the first span,
+        then a Python start-up) within ``timeout`` seconds; so that the helper's start-up is
+        the warm-up's, not charged to a measured scenario."""
         deadline = time.monotonic() + timeout
-        while not children(self.proc.pid):
+        while self._spans_exported() <= 0:
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.1)
+            time.sleep(0.2)
         return True
+
+    def _spans_exported(self) -> float:
+        """``tracing_spans_exported_total{outcome="success"}`` of the service's ``/metrics``."""
+        prefix = f'{names.SPANS_EXPORTED}{{outcome="{names.OUTCOME_SUCCESS}"}} '
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        line = next((x for x in text.splitlines() if x.startswith(prefix)), None)
+        return float(line[len(prefix) :].split()[0]) if line else 0.0
 
     def own_cpu_seconds(self) -> float:
         """The uvicorn process alone (the rest of ``cpu_seconds`` is its helper's)."""
