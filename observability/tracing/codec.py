@@ -1,9 +1,9 @@
 """The span codec of the export helper: a batch of SDK spans as plain values (str, int, float,
 bool, None, and tuples, lists and dicts of those, in named tuples of this module), cheap to
 pickle, and the same spans rebuilt on the other side. Resources and scopes travel once per
-batch."""
+batch (per chunk, as the exporter hands batches over); rebuilt, equal resources are one object."""
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
 from opentelemetry.attributes import BoundedAttributes
@@ -123,6 +123,26 @@ class _Resource(Resource):
         return self._hash
 
 
+_rebuilt_resources: dict[Hashable, Resource] = {}
+MAX_REBUILT_RESOURCES = 16  # a process has one or a few; a bound all the same
+
+
+def _resource(attributes: dict[str, Any], schema_url: str | None) -> Resource:
+    """One object per distinct resource, across batches and chunks: the encoder groups spans by
+    resource, and two equal resources that are not the same object are compared attribute by
+    attribute (through Python-level iteration) for every span."""
+    try:
+        key = (schema_url, tuple(attributes.items()))
+        resource = _rebuilt_resources.get(key)
+    except TypeError:  # an unhashable value: not shared
+        return _Resource(attributes, schema_url)
+    if resource is None:
+        if len(_rebuilt_resources) >= MAX_REBUILT_RESOURCES:
+            _rebuilt_resources.clear()
+        resource = _rebuilt_resources[key] = _Resource(attributes, schema_url)
+    return resource
+
+
 def _bounded(attributes: dict[str, Any], dropped: int) -> Attributes:
     """The attributes as the span held them: a plain dict reads the same (the SDK counts no
     dropped ones in it), a ``BoundedAttributes`` (whose construction checks every value again)
@@ -146,7 +166,7 @@ def _bounded_list(items: list[Any], dropped: int) -> Sequence[Any]:
 
 def rebuild(batch: Batch) -> list[ReadableSpan]:
     """The spans ``flatten`` made plain values of."""
-    resources: list[Resource] = [_Resource(a, schema_url) for a, schema_url in batch.resources]
+    resources = [_resource(attributes, schema_url) for attributes, schema_url in batch.resources]
     scopes = [None if s is None else InstrumentationScope(*s) for s in batch.scopes]
     return [_span(flat, resources, scopes) for flat in batch.spans]
 
