@@ -10,6 +10,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from bench import runner_callgrind
 from bench.otlp_sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,7 @@ def test_bench_throughput_and_runner_parts_end_to_end(tmp_path: Path) -> None:
         "--paced-rates", "100,200", "--paced-seconds", "0.5",
         "--requests", "150", "--warmup", "20", "--rounds", "1",
         "--micro-iterations", "100", "--micro-repeats", "1", "--micro-variants", "sampled-100",
+        "--micro-instructions", "0",  # counted apart: test_runner_instructions_under_callgrind
         "--output", str(output),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -100,3 +102,15 @@ def test_bench_celery_part_compares_ours_with_project_conf_and_otel_stack(tmp_pa
     report = output.with_suffix(".md").read_text()
     assert "`ours-sampled-100`: tasks/s >= 0.90x `bare-project-conf`" in report
     assert "`ours-sampled-100` beats `bare-project-conf-otel-100`" in report
+
+
+@pytest.mark.skipif(not runner_callgrind.available(), reason="valgrind is not installed")
+def test_runner_instructions_under_callgrind(tmp_path: Path) -> None:
+    """The runner part counts a run's and an accepted()'s instructions, with goal rows."""
+    result = runner_callgrind.measure(["sampled-100"], 300, 100, tmp_path)
+    counts = result["sampled-100"]
+    assert 50_000 < counts["run"] < 5_000_000  # a run is some 100k instructions
+    assert 1_000 < counts["accepted"] < 500_000
+    (row,) = runner_callgrind.goals(result)
+    assert "sampled-100" in row[0] and row[2] is (counts["run"] <= 260_000)
+    assert "| sampled-100 |" in "\n".join(runner_callgrind.markdown(result))
