@@ -64,7 +64,9 @@ def measure(target: Target, count: int) -> dict[str, Any]:
     """``count`` sequential scrapes of ``target`` (after a few not counted): latency
     percentiles, the server tree's CPU per scrape (its idle CPU taken off), the exposition's
     size and series, the directory's files (read after the scrapes: the live-gauge files of dead
-    processes are reaped by the first)."""
+    processes are reaped by the first); then as many requests of the target's control path, the
+    same way: the latency of an HTTP request that does next to nothing, on that server, under the
+    machine's load of the moment (a p99 far above the scrape's CPU is waiting, not work)."""
     for _ in range(5):
         scrape(target.port, target.path)
     cpu0 = tree_cpu_seconds(target.pid)
@@ -79,10 +81,13 @@ def measure(target: Target, count: int) -> dict[str, Any]:
         latencies.append(elapsed)
     wall, cpu = time.monotonic() - t0, tree_cpu_seconds(target.pid) - cpu0
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    control = [scrape(target.port, target.control_path)[0] for _ in range(count)]
     return {
         "scrapes": count,
         "p50_ms": percentile(latencies, 0.5) * 1e3,
         "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "control_p50_ms": percentile(control, 0.5) * 1e3,
+        "control_p99_ms": percentile(control, 0.99) * 1e3,
         "mean_ms": statistics.fmean(latencies) * 1e3,
         "cpu_ms_per_scrape": max(0.0, cpu - idle_rate * wall) / count * 1e3,
         "idle_cpu_cores": idle_rate,

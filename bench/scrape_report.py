@@ -23,15 +23,18 @@ def markdown(part: dict[str, Any]) -> str:
         "*merge*/*encode*: the same directory merged and encoded again in the harness "
         "(median of 5), i.e. the scrape's own work without HTTP; *library's*: the same two steps "
         "by prometheus-client's `MultiProcessCollector.merge` and OpenMetrics encoder (what a "
-        "scrape did before issue 18). *other load*: CPU cores the rest "
+        "scrape did before issue 18); *control*: as many requests of a path that does next to "
+        "nothing on the same server right after the scrapes (`/healthz`; the Celery worker's "
+        "metrics server: `/favicon.ico`), the HTTP floor under the machine's load of the moment. "
+        "*other load*: CPU cores the rest "
         "of the machine kept busy during the scrapes (should be ~0). API `--workers 1` is one "
         "process in single-process mode (no files). Restarts: worker processes SIGKILLed, "
         "replaced by uvicorn's supervisor / the prefork pool, a few tasks each, until "
         f"{cfg['restarts']} dead processes' files are there.",
         "",
-        "| target | state | files | dead | series | bytes | p50 ms | p99 ms | CPU ms/scrape "
-        "| merge ms | encode ms | library's ms | other load |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | state | files | dead | series | bytes | p50 ms | p99 ms | control p50/p99 "
+        "| CPU ms/scrape | merge ms | encode ms | library's ms | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in part["rows"]:
         b = r["breakdown"] or {}
@@ -39,7 +42,7 @@ def markdown(part: dict[str, Any]) -> str:
         out.append(
             f"| {r['name']} | {r['state']} | {r['db_files']} | {r['dead_pids']} | "
             f"{r['series']} | {r['bytes']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['cpu_ms_per_scrape']:.2f} | {fmt(b.get('merge_ms'), '.2f')} | "
+            f"{_control(r)} | {r['cpu_ms_per_scrape']:.2f} | {fmt(b.get('merge_ms'), '.2f')} | "
             f"{fmt(b.get('encode_ms'), '.2f')} | {fmt(library, '.2f')} | "
             f"{r.get('other_load_cores', 0):.2f} |"
         )
@@ -53,6 +56,12 @@ def markdown(part: dict[str, Any]) -> str:
             f"{r['restarted']['seconds']:.0f} s"
         )
     return "\n".join(out) + "\n"
+
+
+def _control(r: dict[str, Any]) -> str:
+    if "control_p50_ms" not in r:
+        return "-"  # a result from before the control requests
+    return f"{r['control_p50_ms']:.2f} / {r['control_p99_ms']:.2f}"
 
 
 def _library_ms(b: dict[str, float]) -> float | None:

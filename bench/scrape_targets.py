@@ -37,6 +37,7 @@ class Target(Protocol):
     pid: int  # the root of the process tree (its CPU is the tree's)
     port: int  # where /metrics is served
     path: str  # the /metrics path on that port
+    control_path: str  # a path on the same port that does next to nothing (the HTTP floor)
 
     def workers(self) -> list[int]:
         """The pids of the live worker processes (the ones the restarts kill)."""
@@ -61,6 +62,7 @@ class ApiCluster:
         self.name = f"API --workers {workers}"
         self.n = workers
         self.path = "/metrics"
+        self.control_path = "/healthz"
         self.tmp = workdir / "tmp"
         self.tmp.mkdir(parents=True)
         self.log = LineCounter(workdir / "data" / "log.txt")
@@ -142,6 +144,7 @@ class CeleryWorker:
         self.name = f"Celery -c {concurrency}"
         self.n = concurrency
         self.path = "/metrics"
+        self.control_path = "/favicon.ico"  # prometheus-client's server answers it empty
         self.tmp = workdir / "tmp"
         self.tmp.mkdir(parents=True)
         data = workdir / "data"

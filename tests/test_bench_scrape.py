@@ -89,6 +89,7 @@ def test_bench_scrape_part_end_to_end(tmp_path: Path) -> None:
     assert celery_restarted["dead_pids"] == 0
     for r in rows:
         assert r["scrapes"] == 5 and r["series"] > 0 and r["bytes"] > 0
+        assert 0 < r["control_p50_ms"] <= r["control_p99_ms"]  # the HTTP floor, measured
         if r["db_files"]:
             assert set(r["breakdown"]) == {
                 "reap_ms", "list_ms", "merge_ms", "encode_ms", "library_merge_ms",
