@@ -1,7 +1,8 @@
 """Metrics of several processes served as one: prometheus-client's multiprocess mode.
 
 Each process writes its values to mmap files in ``PROMETHEUS_MULTIPROC_DIR`` (see
-``observability.metrics_dir``); whichever process serves ``/metrics`` merges the files of all.
+``observability.metrics.directory``); whichever process serves ``/metrics`` merges the files of
+all (``observability.metrics.merge``: prometheus-client's merge, for a third of its cost).
 Counters and histograms of processes that have exited keep counting (totals never go back);
 ``live*`` gauges of a dead process are dropped. The files of dead processes are compacted into
 archive files as a scrape finds them (``observability.metrics.compaction``), so a scrape reads the
