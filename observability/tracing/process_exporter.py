@@ -8,7 +8,7 @@ encoding, done in Python while holding its GIL (bench/profile.md has the figures
 A batch crosses in chunks of ``CHUNK_SPANS`` spans, each flattened, pickled and written on its
 own, with the GIL given up in between: flattening a whole batch of 512 at once held the GIL
 for milliseconds, a stall the event loop waited out (issue 18); a chunk holds it for about a
-tenth of a millisecond. The helper rebuilds each chunk as it comes and exports the batch at
+quarter of a millisecond. The helper rebuilds each chunk as it comes and exports the batch at
 its end marker.
 
 A helper that dies fails the batch it had (counted as an export failure by the caller) and is
