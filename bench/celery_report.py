@@ -106,6 +106,8 @@ def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             )
     for stack in OTEL_STACKS:
         for w, r in ratios.get(stack, {}).items():
+            if WORKERS[w].events:  # ours with -E: a user option, compared in the table only
+                continue
             c = cpu.get(stack, {}).get(w)
             rows.append(
                 (
