@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from observability import names
+from observability import heap, names
 from observability.delivery import DeliveryRecorder
 from observability.http.telemetry import HttpTelemetryMiddleware
 from observability.logs.access_log import AccessLog
@@ -104,16 +104,20 @@ class Telemetry:
         await self.backend.start()
         shutdown = GracefulShutdown(self.backend, settings.shutdown_grace_seconds)
         shutdown.install()
+        frozen = heap.freeze() if settings.gc_freeze else 0
         log = get_logger("service")
         log.info(
             names.EVENT_SERVICE_STARTED,
             backend=self.backend.name,
             concurrency=settings.task_concurrency,
             backlog=settings.task_backlog,
+            frozen_objects=frozen,
         )
         try:
             yield
         finally:
+            if settings.gc_freeze:
+                heap.thaw()
             shutdown.uninstall()
             await self.backend.drain(shutdown.remaining_grace())
             log.info(names.EVENT_SERVICE_STOPPED)

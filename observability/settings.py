@@ -36,6 +36,7 @@ class ObservabilitySettings(BaseSettings):
     metrics_token: SecretStr = SecretStr("")
     metrics_port: int = Field(0, ge=0, le=65535)
     span_export_process: bool = True
+    gc_freeze: bool = True
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
     worker_pool: Literal["prefork", "threads"] = "prefork"
     celery_trace_mode: Literal["child", "link"] = "child"

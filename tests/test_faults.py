@@ -141,8 +141,9 @@ def test_a_dead_export_helper_is_replaced(start_service: Any, otlp_receiver: Otl
     wait_until(lambda: otlp_receiver.named("background_task"))
     # the helper has answered for the batch (not only the collector seen it): killed between batches
     wait_until(
-        lambda: sample_value(service.metrics(), "tracing_spans_exported_total", outcome="success")
-        == 2
+        lambda: (
+            sample_value(service.metrics(), "tracing_spans_exported_total", outcome="success") == 2
+        )
     )
     (helper,) = export_children(service.process.pid)
     os.kill(helper, signal.SIGKILL)

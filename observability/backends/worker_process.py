@@ -11,7 +11,7 @@ from celery.exceptions import TimeLimitExceeded
 from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry, values
 
-from observability import names
+from observability import heap, names
 from observability.backends.celery_app import CELERY_QUEUE
 from observability.backends.celery_message import envelope_from_message
 from observability.backends.celery_worker import WorkerRuntime
@@ -117,8 +117,13 @@ class WorkerProcess:
         port = self.settings.worker_metrics_port
         if port:
             serve_metrics(port, multiprocess.exposition_registry(self.metrics_dir))
+        frozen = heap.freeze() if self.settings.gc_freeze else 0  # the pool's children inherit it
         get_logger("observability.worker").info(
-            names.EVENT_WORKER_STARTED, metrics_port=port, concurrency=concurrency, pool=pool
+            names.EVENT_WORKER_STARTED,
+            metrics_port=port,
+            concurrency=concurrency,
+            pool=pool,
+            frozen_objects=frozen,
         )
 
     def task_metrics(self) -> TaskMetrics:
@@ -155,13 +160,16 @@ class WorkerProcess:
             lifecycle_events=settings.log_task_lifecycle,
             delivery=DeliveryRecorder(self.delivery_metrics(), self._provider),
         )
-        return WorkerRuntime(
+        runtime = WorkerRuntime(
             recorder,
             self._resolve,
             timeout=settings.task_timeout_seconds,
             retry=retry_policy(settings),
             celery_time_limits=self.celery_time_limits,
         )
+        if settings.gc_freeze:
+            heap.freeze()  # this process's runtime joins what it inherited
+        return runtime
 
     def _resolve(self, name: str) -> TaskFunction:
         if name not in self.tasks:
