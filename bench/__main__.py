@@ -74,7 +74,7 @@ def goals_markdown(result: dict[str, Any]) -> str:
     if not rows:
         return ""
     verdict = {True: "met", False: "**not met**", None: "-"}
-    out = ["## Goals of issue 5", ""]
+    out = ["## Goals (each part's, from the performance issues)", ""]
     runs = result["results"].get("throughput", {}).get("runs", [])
     other = statistics.median(r["other_load_cores"] for r in runs) if runs else 0.0
     if other > NOISY_CORES:

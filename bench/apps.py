@@ -13,7 +13,7 @@ target and the environment:
 * ``tutorial-instrumented``: reference, the tutorial app with the usual FastAPI stack
   (prometheus-fastapi-instrumentator + opentelemetry-instrumentation-fastapi, no exporter);
 * not run by default (``--apps``), to see where the cost goes: ``ours-noexport``,
-  ``ours-notrace``, ``ours-nologs``.
+  ``ours-notrace``, ``ours-nologs``, ``ours-nofreeze``.
 """
 
 from __future__ import annotations
@@ -107,6 +107,15 @@ APPS = {
             "devnull",
             True,
             "the service sampled 10%, exported, INFO logs off",
+        ),
+        AppSpec(
+            "ours-nofreeze",
+            "service.main:create_app",
+            True,
+            OURS | SAMPLED_100 | {"NOTIFY_GC_FREEZE": "false"},
+            "file",
+            True,
+            "ours-sampled-100 without gc.freeze after start-up (NOTIFY_GC_FREEZE=false)",
         ),
     )
 }

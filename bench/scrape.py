@@ -9,6 +9,8 @@ so that its series exist, then is scraped ``--scrape-count`` times (``bench/scra
 At the largest N, and on Celery, ``--scrape-restarts`` worker processes are then killed
 (SIGKILL; uvicorn's supervisor and the prefork pool start replacements, which get a few tasks
 each) until the directory holds the files of that many dead processes, and it is scraped again.
+``--scrape-gc-freeze both`` runs every target twice, with and without ``NOTIFY_GC_FREEZE`` (the
+start-up objects left out of garbage collections), to compare their tails in the same run.
 
 Per row: latency p50/p99 of a scrape, the server tree's CPU per scrape, the exposition's size
 and series, the ``.db`` files, and, replayed in this process on a copy of the directory, how long
@@ -35,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scrape-requests", type=int, help="tasks before scraping (200)")
     group.add_argument("--scrape-workers", default="1,2,4", help="uvicorn --workers, each")
     group.add_argument("--scrape-celery-concurrency", type=int, default=4)
+    group.add_argument(
+        "--scrape-gc-freeze", choices=("on", "off", "both"), default="on", help="NOTIFY_GC_FREEZE"
+    )
 
 
 def defaults(opts: argparse.Namespace) -> None:
@@ -53,12 +58,15 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         flush=True,
     )
     rows: list[dict[str, Any]] = []
-    for n in counts:
-        restarts = opts.scrape_restarts if n == counts[-1] and n > 1 else 0
-        target = ApiCluster(n, tmp / f"api-{n}")
-        rows += rounds(target, "api", n, restarts, opts, tmp)
-    worker = CeleryWorker(concurrency, tmp / "celery")
-    rows += rounds(worker, "celery", concurrency, opts.scrape_restarts, opts, tmp)
+    freezes = {"on": (True,), "off": (False,), "both": (True, False)}[opts.scrape_gc_freeze]
+    for freeze in freezes:
+        tag = "" if freeze else "-nofreeze"
+        for n in counts:
+            restarts = opts.scrape_restarts if n == counts[-1] and n > 1 else 0
+            target = ApiCluster(n, tmp / f"api-{n}{tag}", gc_freeze=freeze)
+            rows += rounds(target, "api", n, restarts, opts, tmp)
+        worker = CeleryWorker(concurrency, tmp / f"celery{tag}", gc_freeze=freeze)
+        rows += rounds(worker, "celery", concurrency, opts.scrape_restarts, opts, tmp)
     return {
         "config": {
             "scrapes": opts.scrape_count,
@@ -66,6 +74,7 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "requests": opts.scrape_requests,
             "api_workers": counts,
             "celery_concurrency": concurrency,
+            "gc_freeze": opts.scrape_gc_freeze,
         },
         "rows": rows,
     }
@@ -111,6 +120,7 @@ def row(
         "name": target.name,
         "processes": n,
         "state": state,
+        "gc_freeze": target.gc_freeze,
         "restarted": restarted,
         "breakdown": parts,
         **measured,

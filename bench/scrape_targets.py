@@ -28,6 +28,7 @@ from bench.server import http_probe, server_env, uvicorn_options
 
 API_SPEC = APPS["ours-sampled-10"]
 NOTIFY_PATH = "/send-notification/user@example.com"
+NO_FREEZE = " (NOTIFY_GC_FREEZE=false)"
 
 
 class Target(Protocol):
@@ -38,6 +39,7 @@ class Target(Protocol):
     port: int  # where /metrics is served
     path: str  # the /metrics path on that port
     control_path: str  # a path on the same port that does next to nothing (the HTTP floor)
+    gc_freeze: bool  # NOTIFY_GC_FREEZE
 
     def workers(self) -> list[int]:
         """The pids of the live worker processes (the ones the restarts kill)."""
@@ -58,8 +60,9 @@ class ApiCluster:
     """``uvicorn --factory service.main:create_app --workers N`` (N = 1: one process, no
     supervisor, prometheus-client in single-process mode)."""
 
-    def __init__(self, workers: int, workdir: Path) -> None:
-        self.name = f"API --workers {workers}"
+    def __init__(self, workers: int, workdir: Path, *, gc_freeze: bool = True) -> None:
+        self.name = f"API --workers {workers}" + ("" if gc_freeze else NO_FREEZE)
+        self.gc_freeze = gc_freeze
         self.n = workers
         self.path = "/metrics"
         self.control_path = "/healthz"
@@ -70,6 +73,7 @@ class ApiCluster:
         self.sink = Sink(workdir / "sink", keep_bodies=False)
         env = server_env(API_SPEC, workdir / "data", self.sink.endpoint)
         env["TMPDIR"] = str(self.tmp)
+        env["NOTIFY_GC_FREEZE"] = str(gc_freeze).lower()
         self.port = free_port()
         cmd = [sys.executable, "-m", "uvicorn", API_SPEC.target, "--factory"]
         cmd += ["--host", HOST, "--port", str(self.port), "--workers", str(workers)]
@@ -140,8 +144,9 @@ class CeleryWorker:
     """``celery -A service.worker worker --pool prefork -c N`` on a Redis of our own; its
     merged metrics on ``NOTIFY_WORKER_METRICS_PORT``."""
 
-    def __init__(self, concurrency: int, workdir: Path) -> None:
-        self.name = f"Celery -c {concurrency}"
+    def __init__(self, concurrency: int, workdir: Path, *, gc_freeze: bool = True) -> None:
+        self.name = f"Celery -c {concurrency}" + ("" if gc_freeze else NO_FREEZE)
+        self.gc_freeze = gc_freeze
         self.n = concurrency
         self.path = "/metrics"
         self.control_path = "/favicon.ico"  # prometheus-client's server answers it empty
@@ -156,6 +161,7 @@ class CeleryWorker:
         url, endpoint = self.redis.url, self.sink.endpoint
         env = worker_env("ours-sampled-10", url, data, {}, concurrency, endpoint)
         env["TMPDIR"] = str(self.tmp)
+        env["NOTIFY_GC_FREEZE"] = str(gc_freeze).lower()
         self.port = int(env["NOTIFY_WORKER_METRICS_PORT"])
         self.hostname = f"bench-scrape-{os.getpid()}-{concurrency}"
         cmd = worker_command("service.worker", self.hostname, "prefork", concurrency)
