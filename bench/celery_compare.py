@@ -18,7 +18,8 @@ leaves out the worker's start-up and its first tasks. Workers:
   opentelemetry-instrumentation-celery exporting over OTLP/HTTP (``bench/celery_bare_otel.py``);
 * ``ours-sampled-10`` / ``ours-sampled-100``: ``celery -A service.worker worker``, the project's
   worker (runner: metrics, span per run exported over OTLP/HTTP to a local receiver, JSON logs to
-  a file), messages as the API publishes them (``background_task.run`` with a ``TaskEnvelope``);
+  a file), messages as the API publishes them (``background_task.<name>`` with a
+  ``TaskEnvelope``, masked reprs);
   ``ours-sampled-10-events``: the same with ``-E``.
 
 CPU: the worker's whole process tree (main process, pool, their helpers), over the timed span,

@@ -155,18 +155,24 @@ def publish_runs(
     envelope: Callable[[], TaskEnvelope],
     body: Callable[[TaskEnvelope], dict[str, Any]],
 ) -> None:
-    """``count`` messages as the project publishes a task: ``RUN_TASK`` on its queue, the
-    envelope's id as task id, ``body(envelope)`` as the argument."""
+    """``count`` messages as the project publishes a task: the task's own Celery name on its
+    queue, the envelope's id as task id, ``body(envelope)`` as the argument, masked reprs."""
     from observability.backends.celery_app import CELERY_QUEUE, create_celery_app
-    from observability.backends.celery_message import RUN_TASK
+    from observability.backends.celery_message import celery_name, masked_reprs
     from service.settings import Settings
 
     app = create_celery_app(Settings(broker_url=url))
     with app.producer_or_acquire() as producer:
         for _ in range(count):
             task = envelope()
+            message = body(task)
             app.send_task(
-                RUN_TASK, args=[body(task)], task_id=task.id, queue=CELERY_QUEUE, producer=producer
+                celery_name(task.name),
+                args=[message],
+                task_id=task.id,
+                queue=CELERY_QUEUE,
+                producer=producer,
+                **masked_reprs(message),
             )
     app.close()
 

@@ -6,7 +6,7 @@ worker --pool prefork -c --delivery-concurrency``, the bench's own redis-server)
 timed from the arrival of message ``warmup`` at the sink (start-up left out) to the last, its
 CPU is its process tree's (main process and pool) over that span.
 
-* ``celery``: ``service.worker`` on the tasks the API publishes (``background_task.run`` with a
+* ``celery``: ``service.worker`` on the tasks the API publishes (``background_task.<name>`` with a
   ``TaskEnvelope``), spans 10% exported to a local OTLP receiver; p99 from its
   ``notification_delivery_duration_seconds`` histogram (two scrapes of its metrics port);
 * ``bare-celery``: ``bench/celery_bare_smtp.py`` (``bench.send_mail``: the bare loop's message,
