@@ -80,6 +80,11 @@ def _slope(points: list[tuple[float, float]]) -> float | None:
     return num / sum((x - mx) ** 2 for x, _ in points)
 
 
+def _defaults(row: dict[str, Any]) -> bool:
+    """Whether the row ran with the service's defaults (not a ``--scrape-gc-freeze`` contrast)."""
+    return bool(row.get("gc_freeze", True))
+
+
 def growth(rows: list[dict[str, Any]]) -> list[str]:
     """Per extra API process (fresh rows, multiprocess mode), per ``.db`` file (the harness's
     merge over every multiprocess row) and per dead process (after the restarts vs fresh)."""
@@ -87,7 +92,7 @@ def growth(rows: list[dict[str, Any]]) -> list[str]:
     fresh = {
         r["processes"]: r
         for r in rows
-        if r["target"] == "api" and r["state"] == "fresh" and r.get("gc_freeze", True)
+        if r["target"] == "api" and r["state"] == "fresh" and _defaults(r)
     }
     multi = sorted(n for n in fresh if n > 1)
     if len(multi) >= 2:
@@ -137,7 +142,7 @@ def goals(part: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         rows = [
             r
             for r in part["rows"]
-            if r["target"] == kind and r["processes"] == GOAL_PROCESSES and r.get("gc_freeze", True)
+            if r["target"] == kind and r["processes"] == GOAL_PROCESSES and _defaults(r)
         ]
         if not rows:
             result.append((f"scrape p99 < {GOAL_MS:.0f} ms at 4 workers: {label}", "-", None))

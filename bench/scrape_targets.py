@@ -28,7 +28,6 @@ from bench.server import http_probe, server_env, uvicorn_options
 
 API_SPEC = APPS["ours-sampled-10"]
 NOTIFY_PATH = "/send-notification/user@example.com"
-NO_FREEZE = " (NOTIFY_GC_FREEZE=false)"
 
 
 class Target(Protocol):
@@ -61,7 +60,7 @@ class ApiCluster:
     supervisor, prometheus-client in single-process mode)."""
 
     def __init__(self, workers: int, workdir: Path, *, gc_freeze: bool = True) -> None:
-        self.name = f"API --workers {workers}" + ("" if gc_freeze else NO_FREEZE)
+        self.name = _named(f"API --workers {workers}", gc_freeze)
         self.gc_freeze = gc_freeze
         self.n = workers
         self.path = "/metrics"
@@ -73,7 +72,7 @@ class ApiCluster:
         self.sink = Sink(workdir / "sink", keep_bodies=False)
         env = server_env(API_SPEC, workdir / "data", self.sink.endpoint)
         env["TMPDIR"] = str(self.tmp)
-        env["NOTIFY_GC_FREEZE"] = str(gc_freeze).lower()
+        env["NOTIFY_GC_FREEZE"] = "true" if gc_freeze else "false"
         self.port = free_port()
         cmd = [sys.executable, "-m", "uvicorn", API_SPEC.target, "--factory"]
         cmd += ["--host", HOST, "--port", str(self.port), "--workers", str(workers)]
@@ -145,7 +144,7 @@ class CeleryWorker:
     merged metrics on ``NOTIFY_WORKER_METRICS_PORT``."""
 
     def __init__(self, concurrency: int, workdir: Path, *, gc_freeze: bool = True) -> None:
-        self.name = f"Celery -c {concurrency}" + ("" if gc_freeze else NO_FREEZE)
+        self.name = _named(f"Celery -c {concurrency}", gc_freeze)
         self.gc_freeze = gc_freeze
         self.n = concurrency
         self.path = "/metrics"
@@ -161,7 +160,7 @@ class CeleryWorker:
         url, endpoint = self.redis.url, self.sink.endpoint
         env = worker_env("ours-sampled-10", url, data, {}, concurrency, endpoint)
         env["TMPDIR"] = str(self.tmp)
-        env["NOTIFY_GC_FREEZE"] = str(gc_freeze).lower()
+        env["NOTIFY_GC_FREEZE"] = "true" if gc_freeze else "false"
         self.port = int(env["NOTIFY_WORKER_METRICS_PORT"])
         self.hostname = f"bench-scrape-{os.getpid()}-{concurrency}"
         cmd = worker_command("service.worker", self.hostname, "prefork", concurrency)
@@ -211,6 +210,11 @@ class CeleryWorker:
         self.stderr.close()
         self.sink.stop(count=False)
         self.redis.stop()
+
+
+def _named(name: str, gc_freeze: bool) -> str:
+    """A target's name, saying when it runs without the default ``NOTIFY_GC_FREEZE``."""
+    return name if gc_freeze else f"{name} (NOTIFY_GC_FREEZE=false)"
 
 
 def _cmdline(pid: int) -> bytes:
